@@ -1,0 +1,298 @@
+"""The vocabulary every part of Conductor speaks: tasks, results and agent events.
+
+This module imports nothing of ours. Values are frozen pydantic models; closed sets are
+``Literal`` or ``Enum``. External data (task files, the CLI's stream) is parsed into these
+types once, at the edge.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "TASK_KINDS",
+    "AgentEvent",
+    "AssistantText",
+    "DiffStats",
+    "PermissionDenied",
+    "PermissionMode",
+    "ResultEvent",
+    "SystemInit",
+    "TaskKind",
+    "TaskResult",
+    "TaskSpec",
+    "TaskStatus",
+    "ToolResult",
+    "ToolUse",
+    "UnknownEvent",
+    "VerifyResult",
+    "new_task_id",
+]
+
+TaskKind = Literal["code_review", "refactor", "test_generation", "analysis", "generic", "command"]
+TASK_KINDS: tuple[str, ...] = (
+    "code_review",
+    "refactor",
+    "test_generation",
+    "analysis",
+    "generic",
+    "command",
+)
+PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan"]
+
+_TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+
+
+def new_task_id() -> str:
+    """A short, sortable, branch-safe id: ``t-20261124-082539-3f9a1c``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"t-{stamp}-{secrets.token_hex(3)}"
+
+
+class TaskStatus(StrEnum):
+    """How a task ended. ``needs_attention``: it ran, but the agent was refused something."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+class TaskSpec(BaseModel):
+    """One unit of work: a prompt for a Claude Code agent, or a plain command, on a repository."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(
+        default_factory=new_task_id,
+        description="Task id; also names the branch `conductor/<id>`. Generated when omitted.",
+    )
+    kind: TaskKind = Field(
+        default="generic",
+        description="What sort of work: code_review, refactor, test_generation, analysis, "
+        "generic, or command (a shell command, no model).",
+    )
+    title: str = Field(default="", max_length=200, description="A short human title.")
+    prompt: str = Field(default="", description="What the agent should do.")
+    repo: str = Field(
+        default=".", description="A local git repository path or a git URL to work on."
+    )
+    ref: str | None = Field(
+        default=None, description="Branch, tag or commit to start from; default the repo's HEAD."
+    )
+    files: list[str] = Field(default_factory=list, description="Files to focus on.")
+    timeout_seconds: float = Field(
+        default=900, gt=0, le=86400, description="Wall-clock limit for the agent or command."
+    )
+    max_turns: int | None = Field(
+        default=30, gt=0, le=1000, description="Most agent turns before it is stopped."
+    )
+    max_budget_usd: float | None = Field(
+        default=2.0, gt=0, le=10000, description="Most the agent may spend, in US dollars."
+    )
+    model: str | None = Field(default=None, description="Model alias or name, e.g. `sonnet`.")
+    verify: str | None = Field(
+        default=None, description="Shell command run in the workspace after the agent."
+    )
+    command: str | None = Field(
+        default=None, description="For kind=command: the shell command to run instead of an agent."
+    )
+    priority: int = Field(default=5, ge=1, le=10, description="1 (lowest) to 10 (most urgent).")
+    retries: int = Field(
+        default=0, ge=0, le=10, description="How often a crashed task is run again."
+    )
+    tags: list[str] = Field(default_factory=list, description="Free labels for filtering.")
+    permission_mode: PermissionMode | None = Field(
+        default=None, description="Claude Code permission mode; default set by the task kind."
+    )
+    allowed_tools: list[str] | None = Field(
+        default=None, description="Tools the agent may use; default set by the task kind."
+    )
+    disallowed_tools: list[str] = Field(
+        default_factory=list, description="Tools the agent may never use."
+    )
+    subtasks: list[TaskSpec] = Field(
+        default_factory=list,
+        description="Tasks fanned out in parallel; each inherits repo and ref when not set.",
+    )
+    parent_id: str | None = Field(default=None, description="The fan-out task this belongs to.")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_branch_safe(cls, value: str) -> str:
+        if not _TASK_ID_RE.match(value):
+            raise ValueError(
+                "must be 3-63 characters of lowercase letters, digits and '-', "
+                "starting with a letter or digit (it names a git branch)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs_its_input(self) -> TaskSpec:
+        if self.kind == "command":
+            if not (self.command and self.command.strip()):
+                raise ValueError(
+                    "field 'command': kind 'command' needs a command to run, "
+                    "e.g. command: 'pytest -q'"
+                )
+        elif not self.subtasks and not self.prompt.strip():
+            raise ValueError(
+                f"field 'prompt': kind {self.kind!r} needs a prompt that says what to do "
+                "(or use kind: command with a command)"
+            )
+        return self
+
+    @property
+    def branch(self) -> str:
+        return f"conductor/{self.id}"
+
+    @property
+    def display_title(self) -> str:
+        text = self.title or self.prompt or self.command or self.kind
+        first = text.strip().splitlines()[0] if text.strip() else self.kind
+        return first[:80]
+
+
+class DiffStats(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    files: int = Field(default=0, description="Files changed against the base commit.")
+    insertions: int = Field(default=0, description="Lines added.")
+    deletions: int = Field(default=0, description="Lines removed.")
+
+
+class VerifyResult(BaseModel):
+    """The outcome of a shell command run in the workspace (verify, or a command task)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: str = Field(description="The command as given.")
+    exit_code: int | None = Field(description="Its exit code; None when it was stopped.")
+    output_tail: str = Field(default="", description="The last lines of stdout and stderr.")
+    duration_seconds: float = Field(default=0.0, description="How long it ran.")
+    timed_out: bool = Field(default=False, description="Stopped by the task's timeout.")
+
+
+class TaskResult(BaseModel):
+    """Everything a user wants to know about how a task went."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str = Field(description="The task's id.")
+    kind: TaskKind = Field(default="generic", description="The task kind.")
+    title: str = Field(default="", description="The task's title.")
+    status: TaskStatus = Field(description="How it ended.")
+    summary: str = Field(default="", description="The agent's final text (or command output).")
+    repo: str = Field(default="", description="The repository as given.")
+    branch: str | None = Field(default=None, description="Branch holding the task's commit.")
+    base_commit: str | None = Field(default=None, description="Commit the task started from.")
+    head_commit: str | None = Field(default=None, description="Tip of the branch after the task.")
+    files_changed: list[str] = Field(default_factory=list, description="Paths changed.")
+    diff_stats: DiffStats = Field(default_factory=DiffStats, description="Diff size.")
+    patch_path: str | None = Field(default=None, description="A .patch file of the changes.")
+    cost_usd: float = Field(default=0.0, description="What the agent cost, per the CLI.")
+    input_tokens: int = Field(default=0, description="Input tokens (incl. cache) used.")
+    output_tokens: int = Field(default=0, description="Output tokens used.")
+    num_turns: int = Field(default=0, description="Agent turns taken.")
+    session_id: str | None = Field(default=None, description="Claude Code session id.")
+    model: str | None = Field(default=None, description="Model the agent used.")
+    duration_seconds: float = Field(default=0.0, description="Wall time of the whole task.")
+    permission_denials: list[dict[str, Any]] = Field(
+        default_factory=list, description="Tool uses the permission mode refused."
+    )
+    verify: VerifyResult | None = Field(default=None, description="The verify command's outcome.")
+    error: str | None = Field(default=None, description="Why it did not succeed, if it did not.")
+    transcript_path: str | None = Field(default=None, description="JSONL of the agent's events.")
+    workspace_path: str | None = Field(
+        default=None, description="Worktree kept for inspection (failed tasks), else None."
+    )
+    started_at: datetime | None = Field(default=None, description="When the task started.")
+    finished_at: datetime | None = Field(default=None, description="When the task ended.")
+    subtasks: list[TaskResult] = Field(
+        default_factory=list, description="Results of fanned-out subtasks."
+    )
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TaskStatus.SUCCEEDED
+
+
+# --------------------------------------------------------------------------- agent events
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SystemInit(_Event):
+    type: Literal["init"] = "init"
+    session_id: str | None = None
+    model: str | None = None
+    permission_mode: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+
+
+class AssistantText(_Event):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolUse(_Event):
+    type: Literal["tool_use"] = "tool_use"
+    id: str = ""
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResult(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    tool_use_id: str = ""
+    content: str = ""
+    is_error: bool = False
+
+
+class PermissionDenied(_Event):
+    type: Literal["permission_denied"] = "permission_denied"
+    tool_name: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResultEvent(_Event):
+    """The CLI's last line: the facts the task status is decided from."""
+
+    type: Literal["result"] = "result"
+    subtype: str = "success"
+    is_error: bool = False
+    result: str = ""
+    session_id: str | None = None
+    num_turns: int = 0
+    duration_ms: int = 0
+    total_cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    permission_denials: list[dict[str, Any]] = Field(default_factory=list)
+    api_error_status: int | None = None
+    terminal_reason: str | None = None
+    model: str | None = None
+
+
+class UnknownEvent(_Event):
+    """A line the parser does not know (new CLI event types): kept, never fatal."""
+
+    type: Literal["unknown"] = "unknown"
+    raw_type: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+AgentEvent = Annotated[
+    SystemInit | AssistantText | ToolUse | ToolResult | PermissionDenied | ResultEvent | UnknownEvent,
+    Field(discriminator="type"),
+]

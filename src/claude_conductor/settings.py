@@ -1,0 +1,219 @@
+"""Conductor's settings: one ``ConductorSettings``, nested, from ``CONDUCTOR_*`` variables
+and ``<home>/config.yaml`` (variables win over the file, the file over defaults).
+
+Nested fields use ``__``: ``CONDUCTOR_AGENT__INACTIVITY_TIMEOUT_SECONDS=120``. A few common
+ones have short aliases (``CONDUCTOR_HOME``, ``CONDUCTOR_API_URL``, ``CONDUCTOR_CLAUDE_PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from claude_conductor.errors import InputError
+
+__all__ = [
+    "AgentSettings",
+    "ConductorSettings",
+    "DashboardSettings",
+    "ServerSettings",
+    "WorkerSettings",
+    "config_path",
+    "default_home",
+    "load_settings",
+]
+
+Tier = Literal["standalone", "docker", "kubernetes"]
+
+
+def default_home() -> Path:
+    """``$CONDUCTOR_HOME`` or ``~/.claude-conductor``."""
+    return Path(os.environ.get("CONDUCTOR_HOME") or Path.home() / ".claude-conductor").expanduser()
+
+
+def config_path(home: Path | None = None) -> Path:
+    return (home or default_home()) / "config.yaml"
+
+
+class AgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    claude_path: Path | None = Field(
+        default=None,
+        description="The `claude` binary; default the one bundled in claude-agent-sdk.",
+    )
+    inactivity_timeout_seconds: float = Field(
+        default=300, gt=0, description="Stop an agent whose output stalls this long."
+    )
+    result_grace_seconds: float = Field(
+        default=3, ge=0, description="After the result line, how long the CLI may linger."
+    )
+    kill_grace_seconds: float = Field(
+        default=3, ge=0, description="Between SIGTERM and SIGKILL when stopping an agent."
+    )
+    max_line_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024, description="Longest stream-json line read."
+    )
+    default_model: str | None = Field(default=None, description="Model when a task names none.")
+    extra_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for every agent process."
+    )
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Where the Prefect server listens.")
+    port: int = Field(default=4200, ge=1, le=65535, description="Prefect server port.")
+    api_url: str | None = Field(
+        default=None,
+        description="A Prefect API to use instead of the local one (e.g. the docker tier's).",
+    )
+    auth_string: SecretStr | None = Field(
+        default=None, description="Basic auth `user:pass` for a Prefect API behind auth."
+    )
+
+    @property
+    def url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.port}/api"
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: int = Field(default=2, ge=1, le=64, description="Agent slots: tasks run at once.")
+    pool: str = Field(default="conductor-agents", description="The Prefect work pool.")
+    query_seconds: float = Field(
+        default=1.0, gt=0, description="How often the worker polls for scheduled runs."
+    )
+
+
+class DashboardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Start the dashboard with `conductor up`.")
+    host: str = Field(default="127.0.0.1", description="Where the dashboard listens.")
+    port: int = Field(default=8501, ge=1, le=65535, description="Dashboard port.")
+    password: SecretStr | None = Field(
+        default=None, description="Require this password to sign in (CONDUCTOR_DASHBOARD_PASSWORD)."
+    )
+
+
+class ConductorSettings(BaseSettings):
+    """All of Conductor's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONDUCTOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=default_home, description="Conductor's data folder.")
+    tier: Tier = Field(default="standalone", description="standalone, docker or kubernetes.")
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _AliasEnvSource(settings_cls),
+            env_settings,
+        ]
+        if path.is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    # -- paths under home -------------------------------------------------------------
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.home / "results"
+
+    @property
+    def repo_cache_dir(self) -> Path:
+        return self.home / "cache" / "repos"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.home / "agents"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as plain data with secrets masked: safe to print or render."""
+        data = self.model_dump(mode="json")
+        for section, key in (("server", "auth_string"), ("dashboard", "password")):
+            if data.get(section, {}).get(key):
+                data[section][key] = "********"
+        return data
+
+
+class _AliasEnvSource(PydanticBaseSettingsSource):
+    """Short variable names for the settings people set most."""
+
+    _ALIASES: dict[str, tuple[str, ...]] = {
+        "CONDUCTOR_CLAUDE_PATH": ("agent", "claude_path"),
+        "CONDUCTOR_API_URL": ("server", "api_url"),
+        "CONDUCTOR_API_AUTH_STRING": ("server", "auth_string"),
+        "CONDUCTOR_DASHBOARD_PASSWORD": ("dashboard", "password"),
+        "CONDUCTOR_AGENTS": ("worker", "agents"),
+    }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for var, (section, key) in self._ALIASES.items():
+            value = os.environ.get(var)
+            if value:
+                data.setdefault(section, {})[key] = value
+        return data
+
+
+def load_settings(**overrides: Any) -> ConductorSettings:
+    """Build settings, turning any validation problem into one clear ``InputError``."""
+    path = config_path()
+    try:
+        return ConductorSettings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputError(
+            f"invalid setting {where!r} = {err.get('input')!r}: {err['msg']} "
+            f"(check CONDUCTOR_{where.upper().replace('.', '__')} and {path})",
+            field=where,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc}); fix or remove the file") from exc
