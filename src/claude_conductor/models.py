@@ -153,6 +153,23 @@ class TaskSpec(BaseModel):
     def branch(self) -> str:
         return f"conductor/{self.id}"
 
+    def expanded_subtasks(self) -> list[TaskSpec]:
+        """Subtasks ready to run: ids ``<parent>-s<n>`` unless given, and the parent's repo,
+        ref, limits, model and priority wherever the subtask did not set its own."""
+        inherited = (
+            "repo", "ref", "timeout_seconds", "max_turns", "max_budget_usd", "model", "priority",
+        )
+        out: list[TaskSpec] = []
+        for n, sub in enumerate(self.subtasks, start=1):
+            update: dict[str, Any] = {"parent_id": self.id}
+            if "id" not in sub.model_fields_set:
+                update["id"] = f"{self.id}-s{n}"[:63]
+            for name in inherited:
+                if name not in sub.model_fields_set:
+                    update[name] = getattr(self, name)
+            out.append(sub.model_copy(update=update))
+        return out
+
     @property
     def display_title(self) -> str:
         text = self.title or self.prompt or self.command or self.kind
@@ -227,8 +244,17 @@ class TaskResult(BaseModel):
 # --------------------------------------------------------------------------- agent events
 
 
+def _short(text: str, limit: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+    def describe(self) -> str:
+        """One line for a person following the agent (progress lines, run logs)."""
+        return self.__class__.__name__
 
 
 class SystemInit(_Event):
@@ -239,10 +265,16 @@ class SystemInit(_Event):
     tools: list[str] = Field(default_factory=list)
     cwd: str | None = None
 
+    def describe(self) -> str:
+        return f"agent started (model {self.model or '?'}, mode {self.permission_mode or '?'})"
+
 
 class AssistantText(_Event):
     type: Literal["text"] = "text"
     text: str
+
+    def describe(self) -> str:
+        return f"says: {_short(self.text)}"
 
 
 class ToolUse(_Event):
@@ -251,6 +283,14 @@ class ToolUse(_Event):
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
 
+    def describe(self) -> str:
+        target = next(
+            (str(self.input[k]) for k in ("file_path", "path", "command", "pattern", "url")
+             if k in self.input),
+            "",
+        )
+        return f"uses {self.name} {_short(target, 120)}".rstrip()
+
 
 class ToolResult(_Event):
     type: Literal["tool_result"] = "tool_result"
@@ -258,11 +298,17 @@ class ToolResult(_Event):
     content: str = ""
     is_error: bool = False
 
+    def describe(self) -> str:
+        return ("tool error: " if self.is_error else "tool result: ") + _short(self.content, 120)
+
 
 class PermissionDenied(_Event):
     type: Literal["permission_denied"] = "permission_denied"
     tool_name: str = ""
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"permission denied: {self.tool_name}"
 
 
 class ResultEvent(_Event):
@@ -283,6 +329,12 @@ class ResultEvent(_Event):
     terminal_reason: str | None = None
     model: str | None = None
 
+    def describe(self) -> str:
+        return (
+            f"finished: {self.subtype}{' (error)' if self.is_error else ''}, "
+            f"{self.num_turns} turns, ${self.total_cost_usd:.4f}"
+        )
+
 
 class UnknownEvent(_Event):
     """A line the parser does not know (new CLI event types): kept, never fatal."""
@@ -290,6 +342,9 @@ class UnknownEvent(_Event):
     type: Literal["unknown"] = "unknown"
     raw_type: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"event {self.raw_type or '?'}"
 
 
 AgentEvent = Annotated[

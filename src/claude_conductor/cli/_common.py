@@ -1,0 +1,58 @@
+"""What every command shares: error handling, settings, JSON output, the console."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+
+from claude_conductor.errors import ConductorError
+
+__all__ = ["console", "err_console", "invoke", "print_json", "settings"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings() -> Any:
+    """The effective settings (imported lazily; raises InputError on a bad setting)."""
+    from claude_conductor.settings import load_settings
+
+    return load_settings()
+
+
+def print_json(data: Any) -> None:
+    """One parseable JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def invoke(app: typer.Typer, argv: list[str]) -> int:
+    """Run the app; turn ConductorErrors and usage errors into one line and an exit code."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="conductor", standalone_mode=False)
+    except ConductorError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return rv if isinstance(rv, int) else 0
