@@ -7,6 +7,7 @@ remote helper it started) is terminated, then killed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -118,7 +119,9 @@ def _run(
         )
     except FileNotFoundError as exc:
         if not Path(cwd).is_dir():
-            raise WorkspaceError(f"cannot run {shown}: directory {str(cwd)!r} does not exist") from exc
+            raise WorkspaceError(
+                f"cannot run {shown}: directory {str(cwd)!r} does not exist"
+            ) from exc
         raise WorkspaceError(
             "git is not installed or not on PATH: install git (https://git-scm.com) and retry"
         ) from exc
@@ -139,10 +142,8 @@ def _run(
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     """Terminate git's whole process group, then kill it if it lingers."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.communicate(timeout=_KILL_GRACE_SECONDS)
             return
@@ -172,7 +173,7 @@ def run_git_bytes(
     timeout_seconds: float = GIT_TIMEOUT_SECONDS,
     config: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Run git and return its raw stdout; raise ``WorkspaceError`` (with stderr's tail) on failure."""
+    """Run git, return its raw stdout; raise ``WorkspaceError`` with stderr's tail on failure."""
     code, stdout, stderr = _run(args, cwd, timeout_seconds, config)
     if code != 0:
         raise _failure(args, cwd, code, stderr)

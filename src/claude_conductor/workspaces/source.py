@@ -86,7 +86,7 @@ def resolve_source(repo: str, ref: str | None, settings: ConductorSettings) -> S
     """
     if not repo or not repo.strip():
         raise InputError(
-            "repo is empty: give the path of a local git repository or a git URL",
+            f"repo {repo!r} is empty: give the path of a local git repository or a git URL",
             field="repo",
             value=repo,
         )
@@ -289,7 +289,9 @@ def _resolve_cached_commit(cache: Path, ref: str | None, shown: str) -> str:
         if ref is None:
             raise
     # A commit or ref the branches do not carry (a sha, refs/pull/1/head): ask for it directly.
-    fetched = try_git(["fetch", "--quiet", "origin", ref], cache, timeout_seconds=FETCH_TIMEOUT_SECONDS)
+    fetched = try_git(
+        ["fetch", "--quiet", "origin", ref], cache, timeout_seconds=FETCH_TIMEOUT_SECONDS
+    )
     if fetched.returncode == 0:
         probe = try_git(["rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}"], cache)
         if probe.returncode == 0 and probe.stdout:
