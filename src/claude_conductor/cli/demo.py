@@ -68,9 +68,9 @@ def _run_local(spec: Any, settings: Any, *, offline: bool, quiet: bool) -> Any:
 
     if not offline:
         return asyncio.run(run_here(spec, settings, quiet))
-    from claude_conductor.demo.scripted_model import ScriptedModelServer
+    from claude_conductor.demo.scripted_model import ScriptedModel
 
-    with ScriptedModelServer() as server:
+    with ScriptedModel() as server:
         saved = {k: os.environ.get(k) for k in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
         os.environ["ANTHROPIC_BASE_URL"] = server.url
         os.environ["ANTHROPIC_API_KEY"] = "offline-demo-key"

@@ -80,11 +80,15 @@ def render_result(result: Any) -> None:
 
 
 async def _run_local(spec: Any, settings: Any, quiet: bool) -> Any:
+    from rich.text import Text
+
     from claude_conductor.flows.steps import execute_task
 
     def on_event(event: Any) -> None:
         if not quiet:
-            _common.err_console.print(f"  [dim]·[/] {event.describe()}", highlight=False, markup=False)
+            line = Text("  · ", style="dim")
+            line.append(event.describe())
+            _common.err_console.print(line, highlight=False, overflow="ellipsis", no_wrap=True)
 
     task = asyncio.ensure_future(execute_task(spec, settings, on_event=on_event))
     loop = asyncio.get_running_loop()

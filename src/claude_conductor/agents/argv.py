@@ -1,0 +1,178 @@
+"""How an agent process is started: the ``claude`` binary, its argv and its environment.
+
+``build_argv`` and ``build_env`` are pure: tests check them without spawning anything.
+``redact`` masks secrets in anything that is logged or written to a transcript.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from claude_conductor.agents.kinds import HEADLESS_SYSTEM_PROMPT, policy_for, render_prompt
+from claude_conductor.errors import AgentError
+from claude_conductor.models import TaskSpec
+from claude_conductor.settings import ConductorSettings
+
+__all__ = [
+    "MAX_ARGV_PROMPT_BYTES",
+    "Redactor",
+    "build_argv",
+    "build_env",
+    "find_claude",
+    "prompt_on_stdin",
+    "redact",
+]
+
+MAX_ARGV_PROMPT_BYTES = 100_000
+"""Longer prompts go to the CLI's stdin: Linux caps one argv string at 128 KiB."""
+
+_PASS_THROUGH_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+        "TZ", "TMPDIR", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+        "https_proxy", "no_proxy", "VIRTUAL_ENV", "GOOGLE_APPLICATION_CREDENTIALS",
+    }
+)  # fmt: skip
+# ANTHROPIC_API_KEY / _AUTH_TOKEN / _BASE_URL / _MODEL..., CLAUDE_CODE_* switches, and the
+# credentials of the cloud providers Claude Code can use instead (Bedrock, Vertex).
+_PASS_THROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "AWS_", "CLOUD_ML_", "VERTEX_")
+_NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR"})
+
+_SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
+_SECRET_SHAPES_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}")
+_MIN_SECRET_CHARS = 8
+REDACTED = "***"
+
+
+def find_claude(settings: ConductorSettings) -> Path:
+    """The ``claude`` binary: the configured one, else the one bundled in claude-agent-sdk,
+    else one on PATH."""
+    configured = settings.agent.claude_path
+    if configured is not None:
+        path = Path(configured).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise AgentError(
+            f"the claude binary set in agent.claude_path ({str(path)!r}) does not exist or is "
+            "not executable; fix CONDUCTOR_CLAUDE_PATH, or unset it to use the bundled one"
+        )
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        bundled = Path(folder) / "_bundled" / "claude"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return bundled
+    on_path = shutil.which("claude")
+    if on_path:
+        return Path(on_path)
+    raise AgentError(
+        "cannot find the claude binary: it is bundled in the claude-agent-sdk package "
+        "(`pip install claude-agent-sdk`), or set CONDUCTOR_CLAUDE_PATH to a `claude` binary"
+    )
+
+
+def prompt_on_stdin(prompt: str) -> bool:
+    """Whether ``prompt`` is too long for argv and must be written to the CLI's stdin."""
+    return len(prompt.encode("utf-8")) > MAX_ARGV_PROMPT_BYTES
+
+
+def build_argv(
+    spec: TaskSpec,
+    claude_path: Path | str,
+    settings: ConductorSettings,
+    *,
+    session_id: str | None = None,
+) -> list[str]:
+    """The argv that runs ``spec`` headless with ``--output-format stream-json``.
+
+    The prompt comes last, after ``--`` (so a prompt starting with ``-`` is not an option),
+    unless ``prompt_on_stdin`` says it must go to stdin instead.
+    """
+    policy = policy_for(spec)
+    prompt = render_prompt(spec)
+    argv = [
+        str(claude_path),
+        "--print",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        policy.permission_mode,
+        "--append-system-prompt",
+        HEADLESS_SYSTEM_PROMPT,
+    ]
+    if spec.max_turns is not None:
+        argv += ["--max-turns", str(spec.max_turns)]
+    if spec.max_budget_usd is not None:
+        argv += ["--max-budget-usd", f"{spec.max_budget_usd:g}"]
+    model = spec.model or settings.agent.default_model
+    if model:
+        argv += ["--model", model]
+    if policy.allowed_tools:
+        argv += ["--allowedTools", ",".join(policy.allowed_tools)]
+    if policy.disallowed_tools:
+        argv += ["--disallowedTools", ",".join(policy.disallowed_tools)]
+    if session_id:
+        argv += ["--session-id", session_id]
+    if not prompt_on_stdin(prompt):
+        argv += ["--", prompt]
+    return argv
+
+
+def build_env(
+    settings: ConductorSettings, config_dir: Path, base_env: Mapping[str, str]
+) -> dict[str, str]:
+    """The agent's environment: a filtered copy of ``base_env`` plus headless switches.
+
+    Passed through: the basics (PATH, HOME, locale, proxies, CA bundles), ``ANTHROPIC_*``
+    (API key, auth token, base URL), ``CLAUDE_CODE_*`` and cloud-provider credentials; other
+    variables (Conductor's own, Prefect's, unrelated secrets) are not given to the agent.
+    """
+    env = {
+        name: value
+        for name, value in base_env.items()
+        if name not in _NEVER_PASS
+        and (name in _PASS_THROUGH_NAMES or name.startswith(_PASS_THROUGH_PREFIXES))
+    }
+    env.setdefault("PATH", os.defpath)
+    env.update(settings.agent.extra_env)
+    env.update(
+        {
+            # Per-agent sessions, settings and caches: parallel agents must not collide.
+            "CLAUDE_CONFIG_DIR": str(config_dir),
+            # No update checks, telemetry or error reporting from headless agents.
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            # Root in a container: without it the CLI refuses bypassPermissions.
+            "IS_SANDBOX": "1",
+        }
+    )
+    return env
+
+
+class Redactor:
+    """Masks secret values (from an environment) and API-key-shaped strings in text."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        values = {
+            value
+            for name, value in (env or {}).items()
+            if _SECRET_NAME_RE.search(name) and len(value) >= _MIN_SECRET_CHARS
+        }
+        self._values = sorted(values, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return _SECRET_SHAPES_RE.sub(REDACTED, text)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` with every secret of ``env`` (variables named like KEY, TOKEN, SECRET,
+    PASSWORD or AUTH, 8+ characters) and every ``sk-ant-...`` key replaced by ``***``."""
+    return Redactor(env)(text)
