@@ -75,7 +75,12 @@ def test_subtasks_inherit_repo_ref_and_limits() -> None:
         subtasks=[TaskSpec(prompt="a"), TaskSpec(prompt="b", repo="/other", id="own-id")],
     )
     first, second = spec.expanded_subtasks()
-    assert (first.id, first.repo, first.ref, first.timeout_seconds) == ("parent-1-s1", "/r", "dev", 60)
+    assert (first.id, first.repo, first.ref, first.timeout_seconds) == (
+        "parent-1-s1",
+        "/r",
+        "dev",
+        60,
+    )
     assert first.parent_id == "parent-1"
     assert (second.id, second.repo) == ("own-id", "/other")
 

@@ -71,7 +71,9 @@ class WorkspaceError(ConductorError):
 class AgentError(ConductorError):
     """The agent could not be started or misbehaved beyond its result."""
 
-    def __init__(self, message: str, *, exit_code: int | None = None, stderr_tail: str = "") -> None:
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, stderr_tail: str = ""
+    ) -> None:
         super().__init__(message)
         self.agent_exit_code = exit_code
         self.stderr_tail = stderr_tail

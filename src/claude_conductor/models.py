@@ -157,7 +157,13 @@ class TaskSpec(BaseModel):
         """Subtasks ready to run: ids ``<parent>-s<n>`` unless given, and the parent's repo,
         ref, limits, model and priority wherever the subtask did not set its own."""
         inherited = (
-            "repo", "ref", "timeout_seconds", "max_turns", "max_budget_usd", "model", "priority",
+            "repo",
+            "ref",
+            "timeout_seconds",
+            "max_turns",
+            "max_budget_usd",
+            "model",
+            "priority",
         )
         out: list[TaskSpec] = []
         for n, sub in enumerate(self.subtasks, start=1):
@@ -285,8 +291,11 @@ class ToolUse(_Event):
 
     def describe(self) -> str:
         target = next(
-            (str(self.input[k]) for k in ("file_path", "path", "command", "pattern", "url")
-             if k in self.input),
+            (
+                str(self.input[k])
+                for k in ("file_path", "path", "command", "pattern", "url")
+                if k in self.input
+            ),
             "",
         )
         return f"uses {self.name} {_short(target, 120)}".rstrip()
@@ -348,6 +357,12 @@ class UnknownEvent(_Event):
 
 
 AgentEvent = Annotated[
-    SystemInit | AssistantText | ToolUse | ToolResult | PermissionDenied | ResultEvent | UnknownEvent,
+    SystemInit
+    | AssistantText
+    | ToolUse
+    | ToolResult
+    | PermissionDenied
+    | ResultEvent
+    | UnknownEvent,
     Field(discriminator="type"),
 ]

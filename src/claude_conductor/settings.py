@@ -96,6 +96,14 @@ class WorkerSettings(BaseModel):
     query_seconds: float = Field(
         default=1.0, gt=0, description="How often the worker polls for scheduled runs."
     )
+    coordinator_pool: str = Field(
+        default="conductor-coordinators",
+        description="The work pool of fan-out parents: they wait for their subtasks, so they "
+        "must not hold agent slots (that could deadlock).",
+    )
+    coordinator_slots: int = Field(
+        default=2, ge=1, le=64, description="Fan-out parents that may wait at once."
+    )
 
 
 class DashboardSettings(BaseModel):

@@ -54,7 +54,9 @@ def describe_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_task(data: Any, *, source: str = "<task>", defaults: dict[str, Any] | None = None) -> TaskSpec:
+def parse_task(
+    data: Any, *, source: str = "<task>", defaults: dict[str, Any] | None = None
+) -> TaskSpec:
     """Validate already-loaded data (a mapping) into a ``TaskSpec``."""
     if not isinstance(data, dict):
         raise TaskFileError(

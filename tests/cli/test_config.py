@@ -10,11 +10,16 @@ from pathlib import Path
 import yaml
 
 
-def conductor(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def conductor(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "CONDUCTOR_HOME": str(home), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "claude_conductor.cli.main", *args],
-        env=full, capture_output=True, text=True, timeout=60,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -41,7 +46,9 @@ def test_export_then_import_reproduces_settings(tmp_path: Path) -> None:
 
 
 def test_show_masks_secrets(tmp_path: Path) -> None:
-    out = conductor(tmp_path, "config", "show", env={"CONDUCTOR_DASHBOARD_PASSWORD": "hunter2hunter2"})
+    out = conductor(
+        tmp_path, "config", "show", env={"CONDUCTOR_DASHBOARD_PASSWORD": "hunter2hunter2"}
+    )
     assert "hunter2hunter2" not in out.stdout and "********" in out.stdout
 
 

@@ -27,8 +27,13 @@ GIT_ENV = {
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
-        ["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
-        capture_output=True, text=True, timeout=30,
+        ["git", *args],
+        cwd=repo,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout
 
 
@@ -52,10 +57,18 @@ def conductor(tmp_path: Path, agent_env: dict[str, str]) -> Conductor:
     home = tmp_path / "home"
 
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**agent_env, "CONDUCTOR_HOME": str(home), "CONDUCTOR_AGENT__RESULT_GRACE_SECONDS": "1"}
+        env = {
+            **agent_env,
+            "CONDUCTOR_HOME": str(home),
+            "CONDUCTOR_AGENT__RESULT_GRACE_SECONDS": "1",
+        }
         return subprocess.run(
             [sys.executable, "-m", "claude_conductor.cli.main", *args],
-            env=env, capture_output=True, text=True, timeout=120, cwd=cwd or tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd or tmp_path,
         )
 
     run.home = home  # type: ignore[attr-defined]
@@ -74,8 +87,17 @@ def test_refactor_task_commits_exactly_its_files_and_leaves_the_checkout_alone(
     marker = scripted_model.add_script(
         "greet",
         [
-            tool_use("Write", {"file_path": "greet.py", "content": "def greet(n):\n    return f'Hello, {n}!'\n"}),
-            tool_use("Write", {"file_path": "main.py", "content": "from greet import greet\nprint(greet('world'))\n"}),
+            tool_use(
+                "Write",
+                {"file_path": "greet.py", "content": "def greet(n):\n    return f'Hello, {n}!'\n"},
+            ),
+            tool_use(
+                "Write",
+                {
+                    "file_path": "main.py",
+                    "content": "from greet import greet\nprint(greet('world'))\n",
+                },
+            ),
             text("Added greet.py and used it in main.py."),
         ],
     )
@@ -112,8 +134,15 @@ def test_command_task_reports_exit_code_and_output(
     tmp_path: Path, user_repo: Path, conductor: Conductor
 ) -> None:
     out = conductor(
-        "run", "--kind", "command", "--command", "echo built > out.txt; echo done; exit 3",
-        "--repo", str(user_repo), "--local", "--json",
+        "run",
+        "--kind",
+        "command",
+        "--command",
+        "echo built > out.txt; echo done; exit 3",
+        "--repo",
+        str(user_repo),
+        "--local",
+        "--json",
     )
     assert out.returncode == 1, out.stderr
     result = json.loads(out.stdout)
@@ -128,8 +157,15 @@ def test_failing_verify_fails_the_task(
 ) -> None:
     marker = scripted_model.add_script("noop", [text("Nothing to do.")])
     out = conductor(
-        "run", "--prompt", f"look {marker}", "--repo", str(user_repo),
-        "--verify", "echo checking; false", "--local", "--json",
+        "run",
+        "--prompt",
+        f"look {marker}",
+        "--repo",
+        str(user_repo),
+        "--verify",
+        "echo checking; false",
+        "--local",
+        "--json",
     )
     assert out.returncode == 1
     result = json.loads(out.stdout)
@@ -145,14 +181,30 @@ def test_two_tasks_on_one_repository_at_once(
     for name in ("a", "b"):
         scripted_model.add_script(
             f"w{name}",
-            [tool_use("Write", {"file_path": f"{name}.txt", "content": name}), text(f"wrote {name}")],
+            [
+                tool_use("Write", {"file_path": f"{name}.txt", "content": name}),
+                text(f"wrote {name}"),
+            ],
         )
     env = {**agent_env, "CONDUCTOR_HOME": str(tmp_path / "home")}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "claude_conductor.cli.main", "run", "--prompt",
-             f"write [script:w{name}]", "--repo", str(user_repo), "--local", "--json"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "claude_conductor.cli.main",
+                "run",
+                "--prompt",
+                f"write [script:w{name}]",
+                "--repo",
+                str(user_repo),
+                "--local",
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name in ("a", "b")
     ]
@@ -164,7 +216,10 @@ def test_two_tasks_on_one_repository_at_once(
     assert {r["files_changed"][0] for r in results} == {"a.txt", "b.txt"}
     assert len({r["branch"] for r in results}) == 2
     for r in results:
-        assert git(user_repo, "diff", "--name-only", f"{r['base_commit']}..{r['branch']}").split() == r["files_changed"]
+        assert (
+            git(user_repo, "diff", "--name-only", f"{r['base_commit']}..{r['branch']}").split()
+            == r["files_changed"]
+        )
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,19 @@ def test_report_shows_what_a_user_needs() -> None:
         permission_denials=[{"tool_name": "Write"}],
     )
     md = task_markdown(r, diff="+def greet(name):\n")
-    for part in ("Add greet", "**failed**", "conductor/t-1", "`greet.py`", "+3", "$0.0100",
-                 "exited with code 1", "1 failed", "```diff", "+def greet", "`Write`"):
+    for part in (
+        "Add greet",
+        "**failed**",
+        "conductor/t-1",
+        "`greet.py`",
+        "+3",
+        "$0.0100",
+        "exited with code 1",
+        "1 failed",
+        "```diff",
+        "+def greet",
+        "`Write`",
+    ):
         assert part in md
 
 
@@ -55,4 +66,10 @@ def test_aggregate_keeps_every_subtask_and_fails_when_one_fails() -> None:
 
 def test_submission_tags() -> None:
     spec = TaskSpec(prompt="x", kind="analysis", priority=8, tags=["team-a"], parent_id="p-1")
-    assert submission_tags(spec) == ["conductor", "kind:analysis", "priority:8", "team-a", "parent:p-1"]
+    assert submission_tags(spec) == [
+        "conductor",
+        "kind:analysis",
+        "priority:8",
+        "team-a",
+        "parent:p-1",
+    ]

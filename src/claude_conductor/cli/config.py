@@ -144,7 +144,9 @@ def export(
 
 
 @config_app.command("import")
-def import_(file: Path = typer.Argument(..., help="A file made by `conductor config export`.")) -> None:
+def import_(
+    file: Path = typer.Argument(..., help="A file made by `conductor config export`."),
+) -> None:
     """Merge exported settings into this setup's config file."""
     from claude_conductor.settings import config_path, default_home
 

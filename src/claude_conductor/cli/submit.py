@@ -69,7 +69,11 @@ def submit_and_follow(spec: Any, settings: Any, *, wait: bool, as_json: bool) ->
         return outcome
     if as_json:
         _common.print_json(
-            {"task_id": spec.id, "flow_run_id": str(outcome.id), "url": _ui_url(settings, outcome.id)}
+            {
+                "task_id": spec.id,
+                "flow_run_id": str(outcome.id),
+                "url": _ui_url(settings, outcome.id),
+            }
         )
     else:
         _common.console.print(f"follow it with: conductor tasks show {spec.id} --wait")

@@ -28,7 +28,9 @@ def run_row(run: Any, result: Any | None) -> dict[str, Any]:
         "repo": spec.get("repo"),
         "priority": spec.get("priority"),
         "started": run.start_time.isoformat() if run.start_time else None,
-        "duration_seconds": result.duration_seconds if result else run.total_run_time.total_seconds(),
+        "duration_seconds": result.duration_seconds
+        if result
+        else run.total_run_time.total_seconds(),
         "cost_usd": result.cost_usd if result else None,
         "turns": result.num_turns if result else None,
         "branch": result.branch if result else None,
@@ -61,8 +63,13 @@ def list_tasks(
     for row in rows:
         cost = f"${row['cost_usd']:.4f}" if row["cost_usd"] is not None else "-"
         table.add_row(
-            row["task_id"], row["state"] or "-", row["kind"] or "-", (row["title"] or "")[:40],
-            cost, str(row["turns"] if row["turns"] is not None else "-"), row["branch"] or "-",
+            row["task_id"],
+            row["state"] or "-",
+            row["kind"] or "-",
+            (row["title"] or "")[:40],
+            cost,
+            str(row["turns"] if row["turns"] is not None else "-"),
+            row["branch"] or "-",
         )
     _common.console.print(table)
 
@@ -118,7 +125,10 @@ def logs(
     entries = asyncio.run(_logs(_common.settings(), task_id))
     if as_json:
         _common.print_json(
-            [{"time": e.timestamp.isoformat(), "level": e.level, "message": e.message} for e in entries]
+            [
+                {"time": e.timestamp.isoformat(), "level": e.level, "message": e.message}
+                for e in entries
+            ]
         )
         return
     for e in entries:
@@ -159,8 +169,11 @@ def retry(
     spec, run, result = asyncio.run(go())
     if as_json:
         _common.print_json(
-            {"task_id": spec.id, "flow_run_id": str(run.id),
-             "result": result.model_dump(mode="json") if result else None}
+            {
+                "task_id": spec.id,
+                "flow_run_id": str(run.id),
+                "result": result.model_dump(mode="json") if result else None,
+            }
         )
     elif result is not None:
         render_result(result)

@@ -12,8 +12,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State
+from prefect.deployments import arun_deployment
+from prefect.states import Completed, Failed
 
 from claude_conductor.flows.report import fanout_rows
 from claude_conductor.flows.results import publish_result, read_result
@@ -51,7 +52,9 @@ def aggregate(parent: TaskSpec, results: list[TaskResult], started_at: datetime)
         output_tokens=sum(r.output_tokens for r in results),
         num_turns=sum(r.num_turns for r in results),
         duration_seconds=round((finished - started_at).total_seconds(), 3),
-        error=None if ok else f"{len(bad)} of {len(results)} subtasks did not succeed: "
+        error=None
+        if ok
+        else f"{len(bad)} of {len(results)} subtasks did not succeed: "
         + ", ".join(f"{r.task_id} ({r.status.value})" for r in bad),
         started_at=started_at,
         finished_at=finished,
@@ -60,7 +63,7 @@ def aggregate(parent: TaskSpec, results: list[TaskResult], started_at: datetime)
 
 
 async def _run_subtask(sub: TaskSpec) -> TaskResult:
-    run = await run_deployment(
+    run = await arun_deployment(
         TASK_DEPLOYMENT,
         parameters={"spec": sub.model_dump(mode="json")},
         flow_run_name=sub.id,
@@ -99,8 +102,12 @@ async def conductor_fanout(spec: dict[str, Any]) -> State[Any]:
         if isinstance(outcome, BaseException):
             logger.error("subtask %s could not be run: %s", sub.id, outcome)
             outcome = TaskResult(
-                task_id=sub.id, kind=sub.kind, title=sub.display_title,
-                status=TaskStatus.FAILED, repo=sub.repo, error=f"could not run: {outcome}",
+                task_id=sub.id,
+                kind=sub.kind,
+                title=sub.display_title,
+                status=TaskStatus.FAILED,
+                repo=sub.repo,
+                error=f"could not run: {outcome}",
             )
         results.append(outcome)
     report = aggregate(parent, results, started_at)

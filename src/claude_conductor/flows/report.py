@@ -33,7 +33,7 @@ def task_markdown(result: TaskResult, diff: str = "") -> str:
         f"| Repository | `{result.repo}` |",
         f"| Branch | `{result.branch or '-'}` |",
         f"| Commits | `{(result.base_commit or '-')[:10]}` → `{(result.head_commit or '-')[:10]}` |",
-        f"| Files changed | {stats.files} (+{stats.insertions} −{stats.deletions}) |",
+        f"| Files changed | {stats.files} (+{stats.insertions} -{stats.deletions}) |",
         f"| Cost | ${result.cost_usd:.4f} |",
         f"| Tokens | {result.input_tokens:,} in / {result.output_tokens:,} out |",
         f"| Turns | {result.num_turns} |",
@@ -57,7 +57,8 @@ def task_markdown(result: TaskResult, diff: str = "") -> str:
             "",
             "## Verify",
             "",
-            f"`{v.command}` → exit code **{v.exit_code}**" + (" (timed out)" if v.timed_out else ""),
+            f"`{v.command}` → exit code **{v.exit_code}**"
+            + (" (timed out)" if v.timed_out else ""),
             "",
             "```",
             v.output_tail.strip()[-4000:],

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect.artifacts import Artifact, acreate_markdown_artifact
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
 from claude_conductor.flows.report import task_markdown
 from claude_conductor.models import TaskResult
@@ -83,7 +83,9 @@ def _parse(data: Any) -> TaskResult | None:
 async def read_result(client: PrefectClient, task_id: str) -> TaskResult | None:
     """The latest published result of a task, or None when it has none yet."""
     found = await client.read_latest_artifacts(
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[result_key(task_id)])),
+        artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=[result_key(task_id)])
+        ),
         limit=1,
     )
     return _parse(found[0].data) if found else None
@@ -94,7 +96,9 @@ async def read_results(client: PrefectClient, task_ids: list[str]) -> dict[str, 
     if not task_ids:
         return {}
     found = await client.read_latest_artifacts(
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[result_key(t) for t in task_ids])),
+        artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=[result_key(t) for t in task_ids])
+        ),
         limit=len(task_ids),
     )
     out: dict[str, TaskResult] = {}

@@ -104,7 +104,9 @@ async def do_work(
 def _command_outcome(cmd: VerifyResult) -> WorkOutcome:
     if cmd.timed_out:
         return WorkOutcome(
-            TaskStatus.TIMED_OUT, f"command timed out after {cmd.duration_seconds:.0f}s", "",
+            TaskStatus.TIMED_OUT,
+            f"command timed out after {cmd.duration_seconds:.0f}s",
+            "",
             command=cmd,
         )
     if cmd.exit_code == 0:

@@ -15,7 +15,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Cancelled, Completed, Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled, Completed, Failed
 
 from claude_conductor.agents.argv import redact
 from claude_conductor.agents.process import kill_registered_groups
@@ -47,8 +48,13 @@ def _not_bad_input(task: Any, task_run: Any, state: State[Any]) -> bool:
     return True
 
 
-@task(name="prepare-workspace", retries=1, retry_delay_seconds=1, cache_policy=NO_CACHE,
-      retry_condition_fn=_not_bad_input)
+@task(
+    name="prepare-workspace",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_not_bad_input,
+)
 async def prepare_workspace(spec: TaskSpec) -> Workspace:
     return await asyncio.to_thread(steps.prepare, spec, load_settings())
 
@@ -89,8 +95,14 @@ async def collect_result(
 ) -> TaskResult:
     settings = load_settings()
     result = await asyncio.to_thread(
-        steps.collect, spec, ws, work, verify, settings,
-        started_at=started_at, started_monotonic=started_monotonic,
+        steps.collect,
+        spec,
+        ws,
+        work,
+        verify,
+        settings,
+        started_at=started_at,
+        started_monotonic=started_monotonic,
     )
     await asyncio.to_thread(steps.write_result, result, settings)
     return result
@@ -118,7 +130,9 @@ def _final_state(result: TaskResult) -> State[Any]:
     if status is TaskStatus.SUCCEEDED:
         return Completed(message="succeeded", data=data)
     if status is TaskStatus.NEEDS_ATTENTION:
-        return Completed(name="NeedsAttention", message=result.error or "needs attention", data=data)
+        return Completed(
+            name="NeedsAttention", message=result.error or "needs attention", data=data
+        )
     if status is TaskStatus.CANCELLED:
         return Cancelled(message=result.error or "cancelled", data=data)
     name = "TimedOut" if status is TaskStatus.TIMED_OUT else "Failed"
@@ -140,8 +154,6 @@ def _kill_agents(flow: Any, flow_run: Any, state: State[Any]) -> None:
 async def conductor_task(spec: dict[str, Any]) -> State[Any]:
     """Run one conductor task (a TaskSpec as JSON); its result is published as artifacts."""
     task_spec = TaskSpec.model_validate(spec)
-    get_run_logger().info(
-        "task %s (%s) on %s", task_spec.id, task_spec.kind, task_spec.repo
-    )
+    get_run_logger().info("task %s (%s) on %s", task_spec.id, task_spec.kind, task_spec.repo)
     result = await run_one(task_spec)
     return _final_state(result)
