@@ -66,11 +66,24 @@ async def api_client(settings: ConductorSettings) -> AsyncIterator[PrefectClient
     auth = settings.server.auth_string
     if auth is not None:
         updates[PREFECT_API_AUTH_STRING] = auth.get_secret_value()
+    await _check_reachable(settings)
     with temporary_settings(updates=updates):
         async with get_client() as client:
-            if await client.api_healthcheck() is not None:
-                raise ServerNotRunningError(settings.server.url)
             yield client
+
+
+async def _check_reachable(settings: ConductorSettings, timeout_seconds: float = 3.0) -> None:
+    """Fail fast (no client retries) when nothing answers the API's health endpoint."""
+    import httpx
+
+    url = settings.server.url.rstrip("/") + "/health"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_seconds) as http:
+            response = await http.get(url)
+    except httpx.HTTPError as exc:
+        raise ServerNotRunningError(settings.server.url) from exc
+    if response.status_code >= 500:
+        raise ServerNotRunningError(settings.server.url)
 
 
 async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:

@@ -1,0 +1,364 @@
+"""The docker tier's ``configure`` step, run inside the compose stack once the Prefect server is
+healthy (``conductor-entrypoint configure``, i.e. ``python -m claude_conductor.tiers.docker_configure
+configure``): install the stack's config file into the Conductor home volume, create or update
+the agent pool (docker type, Conductor's template filled in with this stack's image, network,
+volumes and limits), the coordinator pool, the queues, the deployments, and the automation that
+marks unresponsive flow runs Crashed.
+
+Everything here is idempotent: ``conductor up --tier docker`` runs it on every ``up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import yaml
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.objects import StateType, WorkPool
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+from prefect.exceptions import ObjectNotFound
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from claude_conductor.errors import ConductorError, InputError
+from claude_conductor.settings import ConductorSettings, config_path, load_settings
+from claude_conductor.work_pools import pools
+from claude_conductor.work_pools.client import conductor_client
+from claude_conductor.work_pools.deployments import apply_deployments
+
+__all__ = [
+    "AGENT_HOME",
+    "AGENT_SECRETS_DIR",
+    "STACK_LABEL",
+    "ZOMBIE_AUTOMATION",
+    "AgentContainerSpec",
+    "agent_job_template",
+    "configure",
+    "ensure_docker_agent_pool",
+    "ensure_zombie_automation",
+    "install_config",
+    "main",
+    "zombie_automation",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Where agent containers (and every Conductor service) keep the Conductor home volume.
+AGENT_HOME = "/var/lib/conductor"
+#: Where agent containers find their API key (the agent-secrets volume, read-only).
+AGENT_SECRETS_DIR = "/run/conductor-secrets"
+#: Label on every agent container: ``conductor down --tier docker`` finds them by it.
+STACK_LABEL = "io.claude-conductor.stack"
+ZOMBIE_AUTOMATION = "conductor: crash unresponsive flow runs"
+#: Heartbeats every 30 s (the minimum); a run silent for this long is marked Crashed.
+ZOMBIE_AFTER_SECONDS = 90
+
+_STACK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_MEMORY_RE = re.compile(r"^[1-9][0-9]*[bkmgBKMG]?$")
+# Keys of an imported config the stack decides itself: its home, its tier, its API.
+_STACK_OWNED = ("home", "tier", "server")
+
+
+class AgentContainerSpec(BaseModel):
+    """What this stack's agent containers look like: the values the compose file passes to the
+    ``configure`` step (``CONDUCTOR_STACK``, ``CONDUCTOR_IMAGE`` ...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stack: str = Field(description="The stack's name; names its networks and volumes.")
+    image: str = Field(description="The image agent containers run.")
+    repos_dir: Path = Field(
+        description="Absolute host folder of the repositories; mounted at the same path."
+    )
+    agent_uid: int = Field(ge=1, description="uid agent containers run as (never 0).")
+    agent_gid: int = Field(ge=0, description="gid agent containers run as.")
+    agent_cpus: float = Field(gt=0, le=256, description="CPUs of one agent container.")
+    agent_memory: str = Field(description="Memory of one agent container, e.g. `2g`.")
+    model_url: str = Field(description="The model endpoint agents talk to (ANTHROPIC_BASE_URL).")
+
+    @field_validator("stack")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not _STACK_RE.match(value):
+            raise ValueError(
+                f"stack name {value!r}: use lowercase letters, digits, '-' and '_' "
+                "(it names Docker networks and volumes)"
+            )
+        return value
+
+    @field_validator("repos_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(
+                f"repositories folder {str(value)!r} must be an absolute host path "
+                "(it is mounted at the same path in agent containers)"
+            )
+        return value
+
+    @field_validator("agent_memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not _MEMORY_RE.match(value):
+            raise ValueError(f"agent memory {value!r}: give a size like 512m or 2g")
+        return value.lower()
+
+    @property
+    def network(self) -> str:
+        return f"{self.stack}-agents"
+
+    @property
+    def home_volume(self) -> str:
+        return f"{self.stack}-home"
+
+    @property
+    def secrets_volume(self) -> str:
+        return f"{self.stack}-agent-secrets"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AgentContainerSpec:
+        """Parse the compose variables; InputError naming the variable when one is wrong."""
+        names = {
+            "stack": "CONDUCTOR_STACK",
+            "image": "CONDUCTOR_IMAGE",
+            "repos_dir": "CONDUCTOR_REPOS_DIR",
+            "agent_uid": "CONDUCTOR_AGENT_UID",
+            "agent_gid": "CONDUCTOR_AGENT_GID",
+            "agent_cpus": "CONDUCTOR_AGENT_CPUS",
+            "agent_memory": "CONDUCTOR_AGENT_MEMORY",
+            "model_url": "CONDUCTOR_MODEL_URL",
+        }
+        missing = [var for var in names.values() if not env.get(var)]
+        if missing:
+            raise InputError(f"{missing[0]} is not set: the compose file passes it to configure")
+        try:
+            return cls.model_validate({field: env[var] for field, var in names.items()})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            var = names.get(str(err["loc"][0]), str(err["loc"][0]))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise InputError(f"{var}={err.get('input')!r}: {msg}", field=var) from exc
+
+
+def agent_job_template(
+    spec: AgentContainerSpec, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Conductor's docker base job template with this stack's defaults filled in."""
+    template = copy.deepcopy(base if base is not None else pools.load_template("docker"))
+    props: dict[str, Any] = template["variables"]["properties"]
+    props["image"]["default"] = spec.image
+    props["networks"]["default"] = [spec.network]
+    props["volumes"]["default"] = [
+        f"{spec.home_volume}:{AGENT_HOME}",
+        f"{spec.secrets_volume}:{AGENT_SECRETS_DIR}:ro",
+        f"{spec.repos_dir}:{spec.repos_dir}",
+    ]
+    props["user"]["default"] = f"{spec.agent_uid}:{spec.agent_gid}"
+    props["nano_cpus"]["default"] = round(spec.agent_cpus * 1_000_000_000)
+    props["mem_limit"]["default"] = spec.agent_memory
+    props["env"]["default"] = {
+        **props["env"]["default"],
+        "ANTHROPIC_BASE_URL": spec.model_url,
+        "ANTHROPIC_API_KEY_FILE": f"{AGENT_SECRETS_DIR}/anthropic_api_key",
+        "CONDUCTOR_HOME": AGENT_HOME,
+    }
+    props["labels"]["default"] = {**props["labels"]["default"], STACK_LABEL: spec.stack}
+    return template
+
+
+def install_config(source: Path, home: Path) -> Path | None:
+    """Copy the stack's config file (exported settings) to ``<home>/config.yaml``, leaving out
+    what the stack sets itself; None when there is no source file. InputError when invalid."""
+    if not source.is_file():
+        return None
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(
+            f"{source}: not valid YAML ({exc}); fix the stack's conductor.yaml"
+        ) from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping of settings, found {type(data).__name__}")
+    data = {k: v for k, v in data.items() if k not in _STACK_OWNED}
+    known = set(ConductorSettings.model_fields)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{source}: unknown setting {unknown[0]!r}; known: {sorted(known)}")
+    try:
+        ConductorSettings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputError(f"{source}: setting {where!r}: {err['msg']}", field=where) from exc
+    target = config_path(home)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+async def ensure_docker_agent_pool(
+    client: PrefectClient, settings: ConductorSettings, template: dict[str, Any]
+) -> WorkPool:
+    """Create or update the agent pool as a docker pool with ``template``; one slot per agent;
+    not paused; with the priority queues."""
+    name = settings.worker.pool
+    description = (
+        "Claude Conductor agents (docker tier): one container per task, one slot per agent; "
+        "queues urgent, normal, low."
+    )
+    try:
+        pool = await client.read_work_pool(name)
+    except ObjectNotFound:
+        await client.create_work_pool(
+            WorkPoolCreate(
+                name=name,
+                type="docker",
+                description=description,
+                base_job_template=template,
+                concurrency_limit=settings.worker.agents,
+            )
+        )
+    else:
+        if pool.type != "docker":
+            raise InputError(
+                f"work pool {name!r} exists with type {pool.type!r}, not 'docker'; delete it "
+                "(`prefect work-pool delete`) or choose another pool name (CONDUCTOR_WORKER__POOL)",
+                field="worker.pool",
+                value=name,
+            )
+        await client.update_work_pool(
+            name,
+            WorkPoolUpdate(
+                concurrency_limit=settings.worker.agents,
+                base_job_template=template,
+                description=description,
+                is_paused=False,
+            ),
+        )
+    # The queues are the same as on every tier (pools.py owns them).
+    await pools._ensure_queues(client, name)
+    return await client.read_work_pool(name)
+
+
+def zombie_automation() -> AutomationCore:
+    """Prefect's documented zombie detection: a running flow run that stops sending heartbeats
+    (its container was killed while no worker watched it) is marked Crashed."""
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks a flow run Crashed when it has sent no heartbeat for "
+        f"{ZOMBIE_AFTER_SECONDS}s (its container died while no worker watched it).",
+        enabled=True,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_AFTER_SECONDS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {ZOMBIE_AFTER_SECONDS}s: its container stopped "
+                "without reporting (killed, out of memory, or the Docker host restarted)",
+            )
+        ],
+    )
+
+
+def _automation_shape(automation: AutomationCore) -> dict[str, Any]:
+    data = automation.model_dump(mode="json", include=set(AutomationCore.model_fields))
+    trigger = data.get("trigger", {})
+    trigger.pop("id", None)
+    for key in ("after", "expect", "for_each"):  # sets: their order means nothing
+        trigger[key] = sorted(trigger.get(key) or [])
+    return data
+
+
+async def ensure_zombie_automation(client: PrefectClient) -> UUID:
+    """Create the zombie automation, or update it when it differs. An unchanged one is left
+    alone: updating an automation resets its trigger, which would forget the heartbeats of runs
+    in flight (``configure`` runs on every ``up`` and every worker start)."""
+    wanted = zombie_automation()
+    existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    if not existing:
+        return await client.create_automation(wanted)
+    current = existing[0]
+    if _automation_shape(AutomationCore.model_validate(current.model_dump())) != _automation_shape(
+        wanted
+    ):
+        await client.update_automation(current.id, wanted)
+    for extra in existing[1:]:
+        await client.delete_automation(extra.id)
+    return current.id
+
+
+async def configure(settings: ConductorSettings, spec: AgentContainerSpec) -> list[str]:
+    """Pools, queues, deployments and the zombie automation on the stack's API. Returns what
+    it did, one line each."""
+    done: list[str] = []
+    async with conductor_client(settings) as client:
+        pool = await ensure_docker_agent_pool(client, settings, agent_job_template(spec))
+        done.append(f"agent pool {pool.name}: docker, {pool.concurrency_limit} slots")
+        coordinators = await pools.ensure_coordinator_pool(client, settings)
+        done.append(f"coordinator pool {coordinators.name}: {coordinators.concurrency_limit} slots")
+        ids = await apply_deployments(client, settings)
+        done.append("deployments: " + ", ".join(sorted(ids)))
+        await ensure_zombie_automation(client)
+        done.append(f"automation: {ZOMBIE_AUTOMATION}")
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m claude_conductor.tiers.docker_configure",
+        description="Configure a docker-tier stack (run by the stack's `configure` service).",
+    )
+    parser.add_argument("command", choices=["configure"])
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        spec = AgentContainerSpec.from_env(os.environ)
+        home = Path(os.environ.get("CONDUCTOR_HOME", AGENT_HOME))
+        source = Path(os.environ.get("CONDUCTOR_CONFIG_SOURCE", "/etc/conductor/conductor.yaml"))
+        installed = install_config(source, home)
+        print(f"config: {installed or 'defaults (no stack config file)'}", flush=True)
+        settings = load_settings()
+        for line in asyncio.run(configure(settings, spec)):
+            print(line, flush=True)
+    except ConductorError as exc:
+        print(f"configure failed: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    print(
+        f"stack {spec.stack} configured: agents run {spec.image} as "
+        f"{spec.agent_uid}:{spec.agent_gid} on {spec.network}, repositories {spec.repos_dir}",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The commands and environments of the standalone tier's processes, as pure functions (tests
+check them without spawning anything).
+
+Everything Prefect keeps lives under ``<home>/prefect`` (``PREFECT_HOME``: the SQLite database,
+profiles, local result storage), so a user's own ``~/.prefect`` and Prefect Cloud login are
+never touched. Inherited ``PREFECT_*`` variables that would point a process at another API,
+profile or database are dropped; the rest of the caller's environment (``ANTHROPIC_*``,
+``CONDUCTOR_*``, ``PATH``, ``PYTHONPATH`` ...) passes through to the workers and from them to
+every flow run and agent.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from claude_conductor.settings import ConductorSettings
+from claude_conductor.work_pools.pools import PoolKind, pool_name
+
+__all__ = [
+    "AGENT_WORKER",
+    "COORDINATOR_WORKER",
+    "SERVER",
+    "STACK_MARKER",
+    "WorkerKind",
+    "database_url",
+    "health_url",
+    "local_api_url",
+    "prefect_home",
+    "server_argv",
+    "server_env",
+    "ui_url",
+    "worker_argv",
+    "worker_env",
+    "worker_name",
+]
+
+SERVER = "prefect-server"
+AGENT_WORKER = "worker-agents"
+COORDINATOR_WORKER = "worker-coordinators"
+#: Set in every process of a stack (inherited by flow runs and agents): ``down`` finds them all.
+STACK_MARKER = "CONDUCTOR_STACK"
+
+WorkerKind = PoolKind
+
+# Inherited variables that would point a process elsewhere than the stack's own server/home.
+_DROPPED_PREFIXES = (
+    "PREFECT_API_",
+    "PREFECT_SERVER_",
+    "PREFECT_UI_",
+    "PREFECT_WORKER_",
+    "PREFECT_PROFILE",
+    "PREFECT_HOME",
+    "PREFECT_CLOUD_",
+    "PREFECT__",  # a flow run's own identity (when `up` is called from inside one)
+)
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def local_api_url(settings: ConductorSettings) -> str:
+    """The API of the server this tier runs (ignores ``server.api_url``)."""
+    return f"http://{_client_host(settings.server.host)}:{settings.server.port}/api"
+
+
+def health_url(api_url: str) -> str:
+    return api_url.rstrip("/") + "/health"
+
+
+def ui_url(settings: ConductorSettings) -> str:
+    return f"http://{_client_host(settings.server.host)}:{settings.server.port}"
+
+
+def prefect_home(settings: ConductorSettings) -> Path:
+    return settings.home / "prefect"
+
+
+def database_url(settings: ConductorSettings) -> str:
+    return f"sqlite+aiosqlite:///{prefect_home(settings) / 'prefect.db'}"
+
+
+def _base(base_env: Mapping[str, str], settings: ConductorSettings) -> dict[str, str]:
+    env = {k: v for k, v in base_env.items() if not k.startswith(_DROPPED_PREFIXES)}
+    env.update(
+        {
+            "PREFECT_HOME": str(prefect_home(settings)),
+            "DO_NOT_TRACK": "1",
+            "PYTHONUNBUFFERED": "1",
+            STACK_MARKER: str(settings.home),
+        }
+    )
+    return env
+
+
+def server_argv(settings: ConductorSettings, python: str = sys.executable) -> list[str]:
+    return [
+        python, "-m", "prefect", "server", "start",
+        "--host", settings.server.host,
+        "--port", str(settings.server.port),
+        "--analytics-off",
+    ]  # fmt: skip
+
+
+def server_env(settings: ConductorSettings, base_env: Mapping[str, str]) -> dict[str, str]:
+    api_url = local_api_url(settings)
+    env = _base(base_env, settings)
+    env.update(
+        {
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url(settings),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_HOST": settings.server.host,
+            "PREFECT_SERVER_API_PORT": str(settings.server.port),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_UI_API_URL": api_url,
+        }
+    )
+    if settings.server.auth_string is not None:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = settings.server.auth_string.get_secret_value()
+    return env
+
+
+def worker_name(settings: ConductorSettings, kind: WorkerKind) -> str:
+    return f"{pool_name(settings, kind)}-worker"
+
+
+def worker_argv(
+    settings: ConductorSettings, kind: WorkerKind, python: str = sys.executable
+) -> list[str]:
+    """``prefect worker start`` for one pool. No ``--limit``: the pool's concurrency limit is
+    the one gate (server-side, by queue priority, changeable while running); a worker limit
+    could only be raised by restarting the worker, which kills its flow runs."""
+    return [
+        python, "-m", "prefect", "worker", "start",
+        "--pool", pool_name(settings, kind),
+        "--type", "process",
+        "--name", worker_name(settings, kind),
+        "--install-policy", "never",
+        "--no-create-pool-if-not-found",
+    ]  # fmt: skip
+
+
+def worker_env(
+    settings: ConductorSettings,
+    base_env: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The worker's environment, which every flow run (and agent) it starts inherits."""
+    api_url = local_api_url(settings)
+    env = _base(base_env, settings)
+    env.update(
+        {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_WORKER_QUERY_SECONDS": f"{settings.worker.query_seconds:g}",
+            "CONDUCTOR_HOME": str(settings.home),
+            "CONDUCTOR_API_URL": api_url,
+        }
+    )
+    if settings.server.auth_string is not None:
+        env["PREFECT_API_AUTH_STRING"] = settings.server.auth_string.get_secret_value()
+    env.update(extra_env or {})
+    return env

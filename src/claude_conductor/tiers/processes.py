@@ -1,0 +1,413 @@
+"""Long-running processes ("daemons") managed by PID file: start detached, find, stop.
+
+Each daemon runs in its own session (so its whole process group can be signalled), writes
+stdout and stderr to ``<logs_dir>/<name>.log`` and is recorded in ``<run_dir>/<name>.pid`` as
+JSON: the PID plus the process start time from ``/proc/<pid>/stat``, so a PID the kernel has
+recycled for some other program is never mistaken for ours (or signalled).
+
+Linux only (``/proc``), like the standalone tier that uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from claude_conductor.errors import ConductorError
+from claude_conductor.settings import ConductorSettings
+
+__all__ = [
+    "Daemon",
+    "DaemonError",
+    "find_processes_with_env",
+    "http_ok",
+    "is_running",
+    "locked",
+    "log_tail",
+    "pid_alive",
+    "pid_file_names",
+    "process_start_ticks",
+    "read_daemon",
+    "read_environ",
+    "start_daemon",
+    "stop_daemon",
+    "terminate_processes",
+    "wait_for_health",
+]
+
+logger = logging.getLogger(__name__)
+
+_LOG_ROTATE_BYTES = 20 * 1024 * 1024
+_SECOND_SIGTERM_AFTER_SECONDS = 1.0
+_AFTER_KILL_WAIT_SECONDS = 5.0
+_POLL_SECONDS = 0.05
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class DaemonError(ConductorError):
+    """A daemon could not be started, or did not become ready."""
+
+    def __init__(self, message: str, *, name: str, log_tail: str = "") -> None:
+        tail = log_tail.strip()
+        super().__init__(message + (f"\n--- last lines of its log ---\n{tail}" if tail else ""))
+        self.name = name
+        self.log_tail = log_tail
+
+
+class Daemon(BaseModel):
+    """What a PID file records about one started daemon."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str = Field(description="Short name; names the PID file and the log.")
+    pid: int = Field(description="Process id of the session leader.")
+    start_ticks: int = Field(
+        description="Start time of the process in clock ticks since boot (/proc/<pid>/stat "
+        "field 22); tells our process apart from a later one that reuses the PID."
+    )
+    argv: list[str] = Field(description="The command that was started.")
+    log_path: Path = Field(description="Where its stdout and stderr go.")
+    started_at: datetime = Field(description="When it was started (UTC).")
+
+    @property
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.start_ticks)
+
+
+# -- /proc ----------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 = state is index 0)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces or ')'.
+    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot; None when there is no such process."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is our child (so it does not linger as a zombie)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether ``pid`` runs (zombies do not count) and, if given, started at ``start_ticks``."""
+    _reap(pid)
+    fields = _stat_fields(pid)
+    if fields is None or not fields or fields[0] in ("Z", "X"):
+        return False
+    return start_ticks is None or (len(fields) >= 20 and int(fields[19]) == start_ticks)
+
+
+def _parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
+
+
+def _own_lineage() -> set[int]:
+    """This process and its ancestors: never ours to kill."""
+    seen: set[int] = set()
+    pid: int | None = os.getpid()
+    while pid and pid not in seen:
+        seen.add(pid)
+        pid = _parent_pid(pid)
+    return seen
+
+
+def read_environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with ({} when it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return env
+
+
+def find_processes_with_env(key: str, value: str) -> list[int]:
+    """PIDs whose environment holds exactly ``key=value`` (this process and its ancestors
+    excluded; processes we may not inspect are skipped)."""
+    needle = f"{key}={value}".encode()
+    skip = _own_lineage()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+# -- signalling ------------------------------------------------------------------------
+
+
+def _signal_group_or_pid(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group led by ``pid`` (our daemons lead their own), else ``pid``."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
+    except ProcessLookupError:
+        # The leader is gone; members of its group may remain.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in "ZX":
+                members.append(int(entry.name))
+    return members
+
+
+def _wait_gone(check: Callable[[], bool], timeout_seconds: float) -> bool:
+    """Poll ``check`` (True = still there) until False or the timeout; True when gone."""
+    deadline = time.monotonic() + timeout_seconds
+    while check():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_SECONDS)
+    return True
+
+
+def terminate_processes(pids: Iterable[tuple[int, int | None]], grace_seconds: float) -> list[int]:
+    """Stop processes given as ``(pid, start_ticks)``: SIGTERM to each one's group, again after
+    a second, SIGKILL after ``grace_seconds``; wait until they are gone. Returns the PIDs that
+    were running when called. Processes whose start time no longer matches are left alone."""
+    targets = [(pid, ticks) for pid, ticks in pids if pid_alive(pid, ticks)]
+    if not targets:
+        return []
+
+    def alive() -> list[tuple[int, int | None]]:
+        return [(p, t) for p, t in targets if pid_alive(p, t)]
+
+    def groups_alive() -> bool:
+        return bool(alive()) or any(_group_members(p) for p, _ in targets)
+
+    for pid, _ in targets:
+        _signal_group_or_pid(pid, signal.SIGTERM)
+    second = min(_SECOND_SIGTERM_AFTER_SECONDS, grace_seconds / 2)
+    if not _wait_gone(groups_alive, second):
+        # An idle `prefect worker start` may ignore the first SIGTERM (see shared/FACTS.md).
+        for pid, _ in alive():
+            _signal_group_or_pid(pid, signal.SIGTERM)
+        _wait_gone(groups_alive, max(0.0, grace_seconds - second))
+    if groups_alive():
+        for pid, _ in targets:
+            logger.warning("process %d did not stop within %.0fs: killing it", pid, grace_seconds)
+            _signal_group_or_pid(pid, signal.SIGKILL)
+        if not _wait_gone(groups_alive, _AFTER_KILL_WAIT_SECONDS):
+            left = [p for p, _ in alive()]
+            raise ConductorError(f"processes {left!r} survived SIGKILL; check them with `ps`")
+    return [pid for pid, _ in targets]
+
+
+# -- PID files ---------------------------------------------------------------------------
+
+
+def _pid_path(settings: ConductorSettings, name: str) -> Path:
+    return settings.run_dir / f"{name}.pid"
+
+
+def read_daemon(settings: ConductorSettings, name: str) -> Daemon | None:
+    """The recorded daemon ``name``, running or not; None when there is no (readable) record."""
+    path = _pid_path(settings, name)
+    try:
+        return Daemon.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError, ValueError) as exc:
+        logger.warning("ignoring unreadable PID file %s: %s", path, exc)
+        return None
+
+
+def is_running(settings: ConductorSettings, name: str) -> bool:
+    daemon = read_daemon(settings, name)
+    return daemon is not None and daemon.alive
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _open_log(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > _LOG_ROTATE_BYTES:
+            path.replace(path.with_suffix(path.suffix + ".1"))
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def start_daemon(
+    settings: ConductorSettings,
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+) -> Daemon:
+    """Start ``argv`` detached in its own session and record it. Refuses to start a second
+    copy of a daemon that is still running."""
+    existing = read_daemon(settings, name)
+    if existing is not None and existing.alive:
+        raise DaemonError(f"{name} is already running (pid {existing.pid})", name=name)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / f"{name}.log"
+    log_fd = _open_log(log_path)
+    try:
+        os.write(log_fd, f"\n=== {datetime.now(UTC).isoformat()} starting {name}\n".encode())
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd or settings.home,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise DaemonError(f"could not start {name} ({argv[0]!r}): {exc}", name=name) from exc
+    finally:
+        os.close(log_fd)
+    ticks = process_start_ticks(proc.pid)
+    if ticks is None:  # exited already; keep the record so the caller can report its log
+        ticks = -1
+    daemon = Daemon(
+        name=name,
+        pid=proc.pid,
+        start_ticks=ticks,
+        argv=list(argv),
+        log_path=log_path,
+        started_at=datetime.now(UTC),
+    )
+    tmp = _pid_path(settings, name).with_suffix(".pid.tmp")
+    tmp.write_text(daemon.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(_pid_path(settings, name))
+    logger.info("started %s (pid %d): %s", name, proc.pid, " ".join(argv))
+    return daemon
+
+
+def stop_daemon(
+    settings: ConductorSettings, name: str, grace_seconds: float = 10.0
+) -> Daemon | None:
+    """Stop daemon ``name`` and its process group (SIGTERM, again, then SIGKILL after
+    ``grace_seconds``), wait until it is gone and remove its PID file. Returns the daemon if it
+    was running, None if there was nothing to stop (a stale PID file is removed)."""
+    daemon = read_daemon(settings, name)
+    if daemon is None:
+        return None
+    stopped = terminate_processes([(daemon.pid, daemon.start_ticks)], grace_seconds)
+    _pid_path(settings, name).unlink(missing_ok=True)
+    if stopped:
+        logger.info("stopped %s (pid %d)", name, daemon.pid)
+        return daemon
+    return None
+
+
+@contextlib.contextmanager
+def locked(settings: ConductorSettings, timeout_seconds: float = 300.0) -> Iterator[None]:
+    """Hold ``<run_dir>/stack.lock``: one ``up``/``down``/scale at a time per home."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.run_dir / "stack.lock").open("a") as fh:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConductorError(
+                        f"another conductor command holds {settings.run_dir / 'stack.lock'} "
+                        f"for over {timeout_seconds:.0f}s; wait for it, or check `ps`"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# -- health ----------------------------------------------------------------------------
+
+
+def http_ok(url: str, timeout_seconds: float = 2.0) -> bool:
+    """Whether a GET of ``url`` answers 2xx within the timeout (never through a proxy: the
+    URLs checked here are loopback)."""
+    try:
+        with _NO_PROXY_OPENER.open(url, timeout=timeout_seconds) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_for_health(
+    url: str,
+    timeout_seconds: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+    interval_seconds: float = 0.2,
+) -> bool:
+    """Poll ``url`` until it answers 2xx (True), the overall timeout passes, or ``alive`` says
+    the process that should answer has died (False)."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        if http_ok(url, timeout_seconds=max(0.2, min(2.0, remaining))):
+            return True
+        if alive is not None and not alive():
+            return False
+        if time.monotonic() + interval_seconds >= deadline:
+            return False
+        time.sleep(interval_seconds)
+
+
+def pid_file_names(settings: ConductorSettings) -> list[str]:
+    """Names of every daemon with a PID file under the run dir."""
+    if not settings.run_dir.is_dir():
+        return []
+    return sorted(p.stem for p in settings.run_dir.glob("*.pid"))

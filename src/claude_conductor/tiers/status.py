@@ -1,0 +1,177 @@
+"""What a Conductor stack looks like right now: its processes, its API, its pools' slots and
+runs. ``read_stack_status`` only needs a Prefect client, so ``conductor status`` can use it on
+any tier's API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import StateType, WorkerStatus
+from prefect.exceptions import ObjectNotFound
+from pydantic import BaseModel, ConfigDict, Field
+
+from claude_conductor.settings import ConductorSettings
+from claude_conductor.tiers import processes
+
+__all__ = [
+    "DaemonStatus",
+    "PoolStatus",
+    "ScaleResult",
+    "StackInfo",
+    "daemon_statuses",
+    "read_pool_status",
+    "read_stack_status",
+]
+
+
+class DaemonStatus(BaseModel):
+    """One process of the stack."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="prefect-server, worker-agents, worker-coordinators, ...")
+    pid: int | None = Field(default=None, description="Its process id, when known.")
+    running: bool = Field(description="Whether it runs now.")
+    log_path: str | None = Field(default=None, description="Its log file.")
+
+
+class PoolStatus(BaseModel):
+    """A work pool's slots and runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="Work pool name.")
+    slots: int | None = Field(description="Concurrency limit (None: unlimited).")
+    paused: bool = Field(description="A paused pool hands out no runs.")
+    busy: int = Field(description="Runs holding a slot (Pending or Running).")
+    running: int = Field(description="Runs in Running state.")
+    queued: int = Field(description="Runs waiting (Scheduled, Late included).")
+    workers_online: int = Field(description="Workers that sent a recent heartbeat.")
+
+
+class StackInfo(BaseModel):
+    """The stack as ``conductor up`` / ``conductor status`` report it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: Literal["standalone", "docker", "kubernetes"] = Field(description="Which tier.")
+    api_url: str = Field(description="The Prefect API.")
+    ui_url: str = Field(description="The Prefect UI.")
+    dashboard_url: str | None = Field(default=None, description="Conductor's dashboard.")
+    healthy: bool = Field(description="Whether the API answered its health check.")
+    pool: str = Field(description="The agent pool.")
+    agents: int | None = Field(default=None, description="Agent slots (the pool's limit).")
+    busy_slots: int = Field(default=0, description="Agent slots in use.")
+    queued: int = Field(default=0, description="Agent runs waiting for a slot.")
+    running: int = Field(default=0, description="Agent runs running.")
+    coordinator_pool: str = Field(description="The pool of fan-out parents.")
+    pools: list[PoolStatus] = Field(default_factory=list, description="Both pools in detail.")
+    deployments: list[str] = Field(default_factory=list, description="`flow/name` registered.")
+    daemons: list[DaemonStatus] = Field(default_factory=list, description="Its processes.")
+    started: list[str] = Field(default_factory=list, description="Started by this `up`.")
+    already_running: list[str] = Field(
+        default_factory=list, description="Found running by this `up`."
+    )
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {d.name: d.pid for d in self.daemons if d.running and d.pid is not None}
+
+    @property
+    def ready(self) -> bool:
+        return self.healthy and all(p.workers_online > 0 for p in self.pools)
+
+
+class ScaleResult(BaseModel):
+    """What ``scale_agents`` did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agents: int = Field(description="The new number of agent slots.")
+    applied_live: bool = Field(description="Whether the running server took it at once.")
+    config_path: str = Field(description="Where the count was saved.")
+
+    def __str__(self) -> str:
+        where = "now" if self.applied_live else "at the next `conductor up`"
+        return (
+            f"agent slots set to {self.agents} (takes effect {where}; saved in {self.config_path})"
+        )
+
+
+def daemon_statuses(settings: ConductorSettings) -> list[DaemonStatus]:
+    out: list[DaemonStatus] = []
+    for name in processes.pid_file_names(settings):
+        daemon = processes.read_daemon(settings, name)
+        if daemon is not None:
+            out.append(
+                DaemonStatus(
+                    name=name,
+                    pid=daemon.pid,
+                    running=daemon.alive,
+                    log_path=str(daemon.log_path),
+                )
+            )
+    return out
+
+
+async def _count(client: PrefectClient, pool: str, types: list[StateType]) -> int:
+    return await client.count_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
+        ),
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+    )
+
+
+async def read_pool_status(client: PrefectClient, pool: str) -> PoolStatus | None:
+    """Slots, busy/running/queued counts and online workers of ``pool``; None if it is absent."""
+    try:
+        work_pool = await client.read_work_pool(pool)
+    except ObjectNotFound:
+        return None
+    workers = await client.read_workers_for_work_pool(pool)
+    return PoolStatus(
+        name=pool,
+        slots=work_pool.concurrency_limit,
+        paused=work_pool.is_paused,
+        busy=await _count(client, pool, [StateType.PENDING, StateType.RUNNING]),
+        running=await _count(client, pool, [StateType.RUNNING]),
+        queued=await _count(client, pool, [StateType.SCHEDULED]),
+        workers_online=sum(1 for w in workers if w.status == WorkerStatus.ONLINE),
+    )
+
+
+async def read_stack_status(
+    client: PrefectClient, settings: ConductorSettings, base: StackInfo
+) -> StackInfo:
+    """``base`` completed with what the API knows: pools, slots, runs, deployments."""
+    pools = [
+        p
+        for name in (settings.worker.pool, settings.worker.coordinator_pool)
+        if (p := await read_pool_status(client, name)) is not None
+    ]
+    agent_pool = next((p for p in pools if p.name == settings.worker.pool), None)
+    deployments = await client.read_deployments(
+        work_pool_filter=WorkPoolFilter(
+            name=WorkPoolFilterName(any_=[settings.worker.pool, settings.worker.coordinator_pool])
+        )
+    )
+    flows = {fid: (await client.read_flow(fid)).name for fid in {d.flow_id for d in deployments}}
+    names = sorted(f"{flows[d.flow_id]}/{d.name}" for d in deployments)
+    update: dict[str, object] = {"pools": pools, "deployments": names}
+    if agent_pool is not None:
+        update |= {
+            "agents": agent_pool.slots,
+            "busy_slots": agent_pool.busy,
+            "queued": agent_pool.queued,
+            "running": agent_pool.running,
+        }
+    return base.model_copy(update=update)

@@ -1,0 +1,131 @@
+"""Stopping a standalone stack so that nothing is left running: flow runs and their agents
+first (so they report Crashed and clean up), then the workers, the other daemons, the server,
+and last anything that still carries the stack's marker variable."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Coroutine
+from typing import Any
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolUpdate
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.states import Crashed
+
+from claude_conductor.settings import ConductorSettings
+from claude_conductor.tiers import launch, processes
+from claude_conductor.tiers.status import DaemonStatus
+from claude_conductor.work_pools.client import conductor_client, run_sync
+
+__all__ = ["crash_leftover_runs", "stop_stack"]
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE_TYPES = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+
+
+async def _pause_pools(settings: ConductorSettings, paused: bool) -> None:
+    async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
+        for pool in (settings.worker.pool, settings.worker.coordinator_pool):
+            try:
+                await client.update_work_pool(pool, WorkPoolUpdate(is_paused=paused))
+            except Exception as exc:
+                logger.warning("could not pause work pool %s: %s", pool, exc)
+
+
+async def crash_leftover_runs(settings: ConductorSettings, client: PrefectClient) -> int:
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_ACTIVE_TYPES))
+        ),
+        work_pool_filter=WorkPoolFilter(
+            name=WorkPoolFilterName(any_=[settings.worker.pool, settings.worker.coordinator_pool])
+        ),
+    )
+    for run in runs:
+        await client.set_flow_run_state(
+            run.id, Crashed(message="stopped by `conductor down`"), force=True
+        )
+    return len(runs)
+
+
+async def _mark_crashed(settings: ConductorSettings) -> None:
+    async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
+        count = await crash_leftover_runs(settings, client)
+        if count:
+            logger.info("marked %d interrupted flow runs Crashed", count)
+
+
+def _flow_run_processes(settings: ConductorSettings) -> list[tuple[int, int | None]]:
+    """Processes of this stack outside the daemons' own process groups: flow runs, agents."""
+    daemon_groups = {
+        d.pid
+        for name in processes.pid_file_names(settings)
+        if (d := processes.read_daemon(settings, name)) is not None
+    }
+    found: list[tuple[int, int | None]] = []
+    for pid in processes.find_processes_with_env(launch.STACK_MARKER, str(settings.home)):
+        try:
+            if os.getpgid(pid) in daemon_groups:
+                continue
+        except ProcessLookupError:
+            continue
+        found.append((pid, processes.process_start_ticks(pid)))
+    return found
+
+
+def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list[DaemonStatus]:
+    """Stop everything of the stack: new runs are held (pools paused), running flow runs get
+    SIGTERM (they report Crashed and stop their agents), then the workers, any other daemon
+    (the dashboard), the server; anything still carrying the stack's marker is killed last.
+    Returns what was stopped. Scheduled runs and all history stay in the database."""
+    stopped: list[DaemonStatus] = []
+    api_up = processes.is_running(settings, launch.SERVER) and processes.http_ok(
+        launch.health_url(launch.local_api_url(settings))
+    )
+    if api_up:
+        _best_effort("hold new runs (pause the pools)", _pause_pools(settings, paused=True))
+    for pid in processes.terminate_processes(_flow_run_processes(settings), grace_seconds):
+        stopped.append(DaemonStatus(name="flow-run", pid=pid, running=False))
+    names = processes.pid_file_names(settings)
+    workers = [n for n in names if n.startswith("worker-")]
+    others = [n for n in names if n not in workers and n != launch.SERVER]
+    for name in workers:
+        _stop(settings, name, grace_seconds, stopped)
+    if api_up:
+        _best_effort("mark interrupted runs Crashed", _mark_crashed(settings))
+    for name in others:
+        _stop(settings, name, grace_seconds, stopped)
+    _stop(settings, launch.SERVER, grace_seconds, stopped)
+    strays = processes.find_processes_with_env(launch.STACK_MARKER, str(settings.home))
+    stray_targets = [(pid, processes.process_start_ticks(pid)) for pid in strays]
+    for pid in processes.terminate_processes(stray_targets, grace_seconds):
+        stopped.append(DaemonStatus(name="stray", pid=pid, running=False))
+    return stopped
+
+
+def _best_effort(what: str, coro: Coroutine[Any, Any, None]) -> None:
+    """Run an API step of ``down``; a failure is logged, never stops the teardown."""
+    try:
+        run_sync(coro)
+    except Exception as exc:
+        logger.warning("could not %s: %s", what, exc)
+
+
+def _stop(
+    settings: ConductorSettings, name: str, grace_seconds: float, stopped: list[DaemonStatus]
+) -> None:
+    daemon = processes.stop_daemon(settings, name, grace_seconds)
+    if daemon is not None:
+        stopped.append(
+            DaemonStatus(name=name, pid=daemon.pid, running=False, log_path=str(daemon.log_path))
+        )

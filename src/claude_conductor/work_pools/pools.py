@@ -1,0 +1,211 @@
+"""Conductor's work pools: the agent pool (one slot per agent) and the coordinator pool (fan-out
+parents), their base job templates, and the priority work queues.
+
+Agent slots are the agent pool's ``concurrency_limit``. The server hands a worker at most that
+many runs (counting the pool's Pending and Running ones) and hands them out by queue priority,
+so an urgent task always takes the next free slot, a waiting task simply stays Scheduled, and
+changing the limit (``conductor agents scale``) takes effect at the next poll without restarting
+anything.
+
+A fan-out parent waits for its subtasks, which are agent runs. If it held an agent slot while
+waiting, N parents (or one parent with N = 1) would take every slot and wait forever for
+children that can never start. So parents run on their own pool with its own limit.
+
+Priorities: a task's ``priority`` 1-10 (10 most urgent) picks one of three queues per pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.objects import WorkPool, WorkQueue
+from prefect.exceptions import ObjectNotFound
+
+from claude_conductor.errors import InputError
+from claude_conductor.settings import ConductorSettings
+
+__all__ = [
+    "DEFAULT_QUEUE",
+    "PRIORITY_QUEUES",
+    "PoolKind",
+    "PriorityQueue",
+    "TemplateKind",
+    "ensure_agent_pool",
+    "ensure_coordinator_pool",
+    "ensure_pools",
+    "load_template",
+    "pool_name",
+    "queue_for_priority",
+    "set_agent_slots",
+]
+
+logger = logging.getLogger(__name__)
+
+TemplateKind = Literal["process", "docker", "kubernetes"]
+PoolKind = Literal["agents", "coordinators"]
+
+
+@dataclass(frozen=True)
+class PriorityQueue:
+    """A work queue and the task priorities it takes."""
+
+    name: str
+    queue_priority: int  # Prefect's: 1 is served first
+    min_priority: int  # task priority range, inclusive
+    max_priority: int
+    description: str
+
+
+PRIORITY_QUEUES: tuple[PriorityQueue, ...] = (
+    PriorityQueue("urgent", 1, 8, 10, "Conductor tasks of priority 8-10: served first."),
+    PriorityQueue("normal", 2, 4, 7, "Conductor tasks of priority 4-7 (the default, 5)."),
+    PriorityQueue("low", 3, 1, 3, "Conductor tasks of priority 1-3: served last."),
+)
+#: Where runs submitted without a queue go (deployments default to it).
+DEFAULT_QUEUE = "normal"
+# Every pool also has Prefect's own "default" queue; it is kept after ours.
+_PREFECT_DEFAULT_QUEUE = "default"
+
+
+def queue_for_priority(priority: int) -> str:
+    """The work queue of a task priority (1 lowest ... 10 most urgent)."""
+    for queue in PRIORITY_QUEUES:
+        if queue.min_priority <= priority <= queue.max_priority:
+            return queue.name
+    raise InputError(
+        f"priority {priority!r} is out of range: use 1 (lowest) to 10 (most urgent)",
+        field="priority",
+        value=priority,
+    )
+
+
+def load_template(kind: TemplateKind) -> dict[str, Any]:
+    """The base job template Conductor uses for a work pool type (a fresh copy)."""
+    name = f"{kind}.json"
+    source = resources.files("claude_conductor.work_pools") / "templates" / name
+    if not source.is_file():
+        raise InputError(
+            f"no {kind!r} base job template ships with this Conductor "
+            f"(work_pools/templates/{name}); install the extra for that tier",
+            field="kind",
+            value=kind,
+        )
+    data: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    return data
+
+
+def pool_name(settings: ConductorSettings, kind: PoolKind) -> str:
+    return settings.worker.pool if kind == "agents" else settings.worker.coordinator_pool
+
+
+async def _ensure_pool(
+    client: PrefectClient,
+    name: str,
+    *,
+    template_kind: TemplateKind,
+    concurrency_limit: int,
+    description: str,
+) -> WorkPool:
+    template = load_template(template_kind)
+    try:
+        pool = await client.read_work_pool(name)
+    except ObjectNotFound:
+        pool = await client.create_work_pool(
+            WorkPoolCreate(
+                name=name,
+                type=template_kind,
+                description=description,
+                base_job_template=template,
+                concurrency_limit=concurrency_limit,
+            )
+        )
+        logger.info("created work pool %s (limit %d)", name, concurrency_limit)
+    else:
+        if pool.type != template_kind:
+            raise InputError(
+                f"work pool {name!r} exists with type {pool.type!r}, not {template_kind!r}; "
+                "delete it (`prefect work-pool delete`) or choose another pool name",
+                field="worker.pool",
+                value=name,
+            )
+        update = WorkPoolUpdate(
+            concurrency_limit=concurrency_limit,
+            base_job_template=template,
+            description=description,
+            is_paused=False,
+        )
+        await client.update_work_pool(name, update)
+        pool = await client.read_work_pool(name)
+    await _ensure_queues(client, name)
+    return pool
+
+
+async def _ensure_queues(client: PrefectClient, pool: str) -> list[WorkQueue]:
+    existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
+    for queue in PRIORITY_QUEUES:
+        current = existing.get(queue.name)
+        if current is None:
+            await client.create_work_queue(
+                name=queue.name,
+                description=queue.description,
+                priority=queue.queue_priority,
+                work_pool_name=pool,
+            )
+        elif current.priority != queue.queue_priority or current.is_paused:
+            # The server shifts other queues' priorities to keep them unique.
+            await client.update_work_queue(
+                current.id, priority=queue.queue_priority, is_paused=False
+            )
+    queues = await client.read_work_queues(work_pool_name=pool)
+    default = next((q for q in queues if q.name == _PREFECT_DEFAULT_QUEUE), None)
+    lowest = len(PRIORITY_QUEUES) + 1
+    if default is not None and default.priority < lowest:
+        await client.update_work_queue(default.id, priority=lowest)
+        queues = await client.read_work_queues(work_pool_name=pool)
+    return queues
+
+
+async def ensure_agent_pool(client: PrefectClient, settings: ConductorSettings) -> WorkPool:
+    """Create or update the agent pool: process type, Conductor's template, one slot per agent
+    (``settings.worker.agents``), not paused, with the priority queues."""
+    return await _ensure_pool(
+        client,
+        settings.worker.pool,
+        template_kind="process",
+        concurrency_limit=settings.worker.agents,
+        description="Claude Conductor agents: one slot per agent; queues urgent, normal, low.",
+    )
+
+
+async def ensure_coordinator_pool(client: PrefectClient, settings: ConductorSettings) -> WorkPool:
+    """Create or update the pool of fan-out parents (``settings.worker.coordinator_slots``)."""
+    return await _ensure_pool(
+        client,
+        settings.worker.coordinator_pool,
+        template_kind="process",
+        concurrency_limit=settings.worker.coordinator_slots,
+        description="Claude Conductor fan-out parents: they wait for subtasks on the agent pool.",
+    )
+
+
+async def ensure_pools(client: PrefectClient, settings: ConductorSettings) -> list[WorkPool]:
+    """Both of Conductor's pools, created or brought up to date."""
+    return [
+        await ensure_agent_pool(client, settings),
+        await ensure_coordinator_pool(client, settings),
+    ]
+
+
+async def set_agent_slots(client: PrefectClient, settings: ConductorSettings, agents: int) -> None:
+    """Change the agent pool's concurrency limit (the number of agent slots) in place."""
+    if agents < 1:
+        raise InputError(
+            f"agents must be at least 1, got {agents!r}", field="worker.agents", value=agents
+        )
+    await client.update_work_pool(settings.worker.pool, WorkPoolUpdate(concurrency_limit=agents))

@@ -1,0 +1,92 @@
+"""A real standalone stack (Prefect server, pools, deployments, workers) in a temp Conductor
+home on a free port, shared by every test of a session that asks for ``conductor_stack``.
+
+Register globally with ``pytest_plugins = ["stack_fixtures"]`` in tests/conftest.py; until
+then tests/tiers/conftest.py re-exports the fixture for tests/tiers.
+
+The workers get ``tests/tiers/stackflows`` on their PYTHONPATH, so test-only flows there run
+through the real worker exactly like Conductor's own (module-path entrypoints).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from claude_conductor.settings import ConductorSettings, ServerSettings, WorkerSettings
+from claude_conductor.tiers import standalone
+from claude_conductor.tiers.status import StackInfo
+from claude_conductor.work_pools.deployments import DeploymentDef, register_deployments
+
+STACKFLOWS = Path(__file__).parent / "tiers" / "stackflows"
+SLEEPY = DeploymentDef(
+    flow_name="conductor-stack-test-sleep",
+    name="run",
+    entrypoint="conductor_stack_test_flows.sleepy",
+    pool="agents",
+    description="Test only: sleeps, and records when it ran.",
+    tags=("conductor-test",),
+)
+PROBE_VALUE = "passed-through"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (never 4200: a user's stack may be running there)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != 4200:
+            return port
+
+
+def stack_env() -> dict[str, str]:
+    """The environment the stack's processes inherit: ours, plus the test flows' directory
+    and an ANTHROPIC_* probe that flow runs must see."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(STACKFLOWS), env.get("PYTHONPATH", "")) if p
+    )
+    env["ANTHROPIC_STACK_TEST_PROBE"] = PROBE_VALUE
+    # A stray Prefect API in the caller's environment must not leak into the stack.
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
+    return env
+
+
+@dataclass
+class Stack:
+    settings: ConductorSettings
+    info: StackInfo
+    env: dict[str, str]
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+
+def make_settings(home: Path, port: int, agents: int = 2) -> ConductorSettings:
+    return ConductorSettings(
+        home=home,
+        server=ServerSettings(host="127.0.0.1", port=port),
+        worker=WorkerSettings(agents=agents, query_seconds=0.5),
+        dashboard={"enabled": False},
+    )
+
+
+@pytest.fixture(scope="session")
+def conductor_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``up`` once for the session (agents=2, dashboard off); ``down`` at the end."""
+    home = tmp_path_factory.mktemp("conductor-home")
+    settings = make_settings(home, free_port())
+    env = stack_env()
+    try:
+        info = standalone.up(settings, base_env=env, timeout_seconds=180)
+        register_deployments(settings, (SLEEPY,))
+        yield Stack(settings=settings, info=info, env=env)
+    finally:
+        standalone.down(settings, grace_seconds=5)

@@ -1,0 +1,41 @@
+"""Test-only flows the stack's real worker runs (imported by module path, the way it imports
+Conductor's own flows; the stack fixture puts this directory on the workers' PYTHONPATH).
+
+``sleepy`` records when it really ran (wall clock, from inside the flow-run process) in a
+JSON-lines file, so a test can compute how many runs overlapped without relying on polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from prefect import flow
+
+
+@flow(name="conductor-stack-test-sleep", persist_result=False)
+async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    await asyncio.sleep(float(spec.get("sleep_seconds", 1)))
+    finished = time.time()
+    import claude_conductor
+
+    record = {
+        "label": spec.get("label"),
+        "start": started,
+        "end": finished,
+        "pid": os.getpid(),
+        "conductor_file": claude_conductor.__file__,
+        "cwd": os.getcwd(),
+        "cwd_entries": sorted(os.listdir()),
+        "conductor_home": os.environ.get("CONDUCTOR_HOME"),
+        "anthropic_probe": os.environ.get("ANTHROPIC_STACK_TEST_PROBE"),
+    }
+    log = spec.get("log")
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return record
