@@ -21,10 +21,13 @@ from pathlib import Path
 
 import pytest
 
+
 from claude_conductor.agents.argv import find_claude
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.errors import AgentError
 from claude_conductor.settings import AgentSettings, ConductorSettings
+
+pytest_plugins = ["stack_fixtures"]
 
 SCRIPTED_API_KEY = "sk-scripted-test-key-0123456789"
 """The API key the fixtures give agents: the scripted model accepts any key, and tests can

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 TASK_DEPLOYMENT = "conductor-task/run"
+_PAGE = 200  # the most Prefect's read endpoints return at once
 FANOUT_DEPLOYMENT = "conductor-fanout/run"
 
 
@@ -98,6 +99,9 @@ async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
             f"deployment {name!r} is not registered on {client.api_url}; "
             "run `conductor up` (or `prefect deploy --all`) first"
         ) from exc
+    if spec.subtasks:
+        # Resolve inheritance now: once serialized, every subtask field would count as set.
+        spec = spec.model_copy(update={"subtasks": spec.expanded_subtasks()})
     return await client.create_flow_run_from_deployment(
         deployment.id,
         parameters={"spec": spec.model_dump(mode="json")},
@@ -131,11 +135,20 @@ async def list_runs(
     client: PrefectClient, *, limit: int = 50, tags: list[str] | None = None
 ) -> list[FlowRun]:
     """Conductor flow runs, newest first."""
-    return await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["conductor", *(tags or [])])),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-        limit=limit,
-    )
+    runs: list[FlowRun] = []
+    while len(runs) < limit:
+        page = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["conductor", *(tags or [])])
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=min(_PAGE, limit - len(runs)),
+            offset=len(runs),
+        )
+        runs.extend(page)
+        if len(page) < _PAGE:
+            break
+    return runs
 
 
 async def wait_for_run(
@@ -198,11 +211,18 @@ async def retry_task(client: PrefectClient, task_id: str) -> tuple[TaskSpec, Flo
 
 async def read_task_logs(client: PrefectClient, run: FlowRun, *, limit: int = 1000) -> list[Log]:
     """The run's logs (agent events included, redacted), oldest first."""
-    return await client.read_logs(
-        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
-        sort=LogSort.TIMESTAMP_ASC,
-        limit=limit,
-    )
+    logs: list[Log] = []
+    while len(logs) < limit:
+        page = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=min(_PAGE, limit - len(logs)),
+            offset=len(logs),
+        )
+        logs.extend(page)
+        if len(page) < _PAGE:
+            break
+    return logs
 
 
 def env_for_prefect(settings: ConductorSettings) -> dict[str, str]:

@@ -63,8 +63,11 @@ def aggregate(parent: TaskSpec, results: list[TaskResult], started_at: datetime)
 
 
 async def _run_subtask(sub: TaskSpec) -> TaskResult:
+    from claude_conductor.work_pools.pools import queue_for_priority
+
     run = await arun_deployment(
         TASK_DEPLOYMENT,
+        work_queue_name=queue_for_priority(sub.priority),
         parameters={"spec": sub.model_dump(mode="json")},
         flow_run_name=sub.id,
         tags=submission_tags(sub),
@@ -92,6 +95,8 @@ async def _run_subtask(sub: TaskSpec) -> TaskResult:
 async def conductor_fanout(spec: dict[str, Any]) -> State[Any]:
     """Run a task's subtasks in parallel as their own flow runs and aggregate their results."""
     parent = TaskSpec.model_validate(spec)
+    # Subtasks arrive already expanded by the submitter (ids, repo and limits inherited);
+    # expanding again is harmless for those and covers specs submitted another way.
     subs = parent.expanded_subtasks()
     logger = get_run_logger()
     logger.info("fan-out %s: %d subtasks", parent.id, len(subs))
