@@ -247,9 +247,11 @@ def test_agent_killed_from_outside_is_retried_then_succeeds(agent_stack: AgentSt
     assert out.returncode == 0, out.stderr
     task_id = next(x for x in out.stderr.splitlines() if x.startswith("submitted ")).split()[1]
     (pid,) = _wait_for(lambda: _claude_pids_for(task_id), 90, "the agent to start")
+    _wait_for(lambda: calls["n"] >= 1, 60, "the agent to ask the model")
     os.kill(pid, signal.SIGKILL)
     doc = agent_stack.show(task_id, wait=True)
     assert doc["result"]["status"] == "succeeded", doc["result"]
+    assert calls["n"] == 2
     assert doc["result"]["summary"] == "Recovered on the retry."
 
 
