@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-
 from claude_conductor.agents.argv import find_claude
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.errors import AgentError

@@ -49,7 +49,10 @@ class AgentStack:
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "claude_conductor.cli.main", *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def submit(self, *args: str) -> str:
@@ -67,8 +70,13 @@ class AgentStack:
 
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(
-        ["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
-        capture_output=True, text=True, timeout=30,
+        ["git", *args],
+        cwd=repo,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout
 
 
@@ -139,8 +147,15 @@ def test_submit_wait_status_and_logs(agent_stack: AgentStack) -> None:
         [tool_use("Write", {"file_path": "hello.txt", "content": "hello\n"}), text("Wrote hello.")],
     )
     out = agent_stack.cli(
-        "run", "--prompt", f"say hello {marker}", "--repo", str(agent_stack.repo),
-        "--kind", "generic", "--wait", "--json",
+        "run",
+        "--prompt",
+        f"say hello {marker}",
+        "--repo",
+        str(agent_stack.repo),
+        "--kind",
+        "generic",
+        "--wait",
+        "--json",
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -156,7 +171,9 @@ def test_submit_wait_status_and_logs(agent_stack: AgentStack) -> None:
     assert info["healthy"] and info["agents"] == 2
 
     listed = json.loads(agent_stack.cli("tasks", "list", "--json").stdout)
-    assert any(row["task_id"] == result["task_id"] and row["status"] == "succeeded" for row in listed)
+    assert any(
+        row["task_id"] == result["task_id"] and row["status"] == "succeeded" for row in listed
+    )
 
     logs = agent_stack.cli("tasks", "logs", result["task_id"])
     assert logs.returncode == 0, logs.stderr
@@ -227,7 +244,8 @@ def test_cancel_a_running_task_stops_its_agent(agent_stack: AgentStack) -> None:
     assert out.returncode == 0, out.stderr
     _wait_for(lambda: not any(processes.pid_alive(p) for p in pids), 30, "the agent to die")
     doc = _wait_for(
-        lambda: (d := agent_stack.show(task_id))["state"] in ("Cancelled", "Crashed") and d, 60,
+        lambda: (d := agent_stack.show(task_id))["state"] in ("Cancelled", "Crashed") and d,
+        60,
         "the run to end",
     )
     assert doc["state"] == "Cancelled"

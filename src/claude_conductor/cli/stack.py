@@ -48,12 +48,15 @@ def _print_info(info: Any, *, as_json: bool) -> None:
     if info.dashboard_url:
         table.add_row("dashboard", info.dashboard_url)
     slots = "?" if info.agents is None else str(info.agents)
-    table.add_row("agents", f"{info.busy_slots}/{slots} busy, {info.queued} queued, {info.running} running")
+    table.add_row(
+        "agents", f"{info.busy_slots}/{slots} busy, {info.queued} queued, {info.running} running"
+    )
     for pool in info.pools:
         table.add_row(
             f"pool {pool.name}",
             f"{pool.workers_online} worker(s) online, slots {pool.slots or 'unlimited'}, "
-            f"busy {pool.busy}, queued {pool.queued}" + (" [yellow](paused)[/]" if pool.paused else ""),
+            f"busy {pool.busy}, queued {pool.queued}"
+            + (" [yellow](paused)[/]" if pool.paused else ""),
         )
     for daemon in info.daemons:
         state = f"pid {daemon.pid}" if daemon.running else "[red]stopped[/]"
