@@ -48,7 +48,8 @@ def free_port() -> int:
 def stack_env() -> dict[str, str]:
     """The environment the stack's processes inherit: ours, plus the test flows' directory
     and an ANTHROPIC_* probe that flow runs must see."""
-    env = dict(os.environ)
+    # Another test's settings (CONDUCTOR_*, PREFECT_*) must not leak into the stack.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "PREFECT_"))}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(STACKFLOWS), env.get("PYTHONPATH", "")) if p
     )

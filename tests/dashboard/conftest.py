@@ -195,7 +195,7 @@ class PrefectServer:
     log: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
@@ -228,7 +228,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         stop_group(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def start_dashboard() -> Callable[[ConductorSettings, Path], Any]:
     """``with start_dashboard(settings, folder) as url:`` runs the real dashboard process
     (``dashboard_argv``/``dashboard_env``) on a free port until the block ends."""
@@ -256,12 +256,12 @@ def start_dashboard() -> Callable[[ConductorSettings, Path], Any]:
     return start
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def conductor_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("conductor-home")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def conductor_env(prefect_server: PrefectServer, conductor_home: Path) -> Iterator[dict[str, str]]:
     """Point Conductor's settings (in this process: AppTest, data functions) at the server."""
     env = {
@@ -276,7 +276,7 @@ def conductor_env(prefect_server: PrefectServer, conductor_home: Path) -> Iterat
         yield env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def settings(conductor_env: dict[str, str]) -> ConductorSettings:
     return ConductorSettings()
 
@@ -395,7 +395,7 @@ def _result(spec: TaskSpec, **fields: Any) -> TaskResult:
     return TaskResult(**{**base, **fields})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def seeded(
     prefect_server: PrefectServer,
     settings: ConductorSettings,

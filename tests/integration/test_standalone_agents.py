@@ -95,8 +95,11 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack
     _git(repo, "commit", "-q", "-m", "init")
     settings = make_settings(root / "home", free_port(), agents=2)
     with ScriptedModel() as model:
+        clean = {
+            k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "PREFECT_"))
+        }
         env = {
-            **os.environ,
+            **clean,
             "ANTHROPIC_BASE_URL": model.url,
             "ANTHROPIC_API_KEY": API_KEY,
             "CLAUDE_CODE_MAX_RETRIES": "0",
@@ -107,7 +110,6 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack
             "CONDUCTOR_AGENT__RESULT_GRACE_SECONDS": "1",
             "CONDUCTOR_AGENT__KILL_GRACE_SECONDS": "1",
         }
-        env.pop("PREFECT_API_URL", None)
         try:
             standalone.up(settings, base_env=env, timeout_seconds=180)
             yield AgentStack(settings=settings, model=model, env=env, repo=repo)
