@@ -60,6 +60,12 @@ def demo(
         f"Or the patch:    {result.patch_path or '-'}",
         highlight=False,
     )
+    if not local:
+        _common.console.print(
+            "Follow tasks:     conductor tasks list   (and the Prefect UI above)\n"
+            "Stop everything:  conductor down",
+            highlight=False,
+        )
     return 0 if result.ok else 1
 
 
