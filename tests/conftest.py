@@ -51,14 +51,22 @@ def claude_path() -> Path:
         pytest.skip(f"{exc} (install the dev dependencies: pip install -e '.[dev]')")
 
 
+@pytest.fixture(scope="session")
+def agent_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty HOME for test agents. The CLI's Bash tool sources the user's shell rc files;
+    a developer's ``~/.bashrc`` (pyenv init and its rehash lock, say) must not slow or change
+    what a scripted agent's commands print."""
+    return tmp_path_factory.mktemp("agent-home")
+
+
 @pytest.fixture
-def agent_env(scripted_model: ScriptedModel, claude_path: Path) -> dict[str, str]:
+def agent_env(scripted_model: ScriptedModel, claude_path: Path, agent_home: Path) -> dict[str, str]:
     """A base environment that points the real CLI at ``scripted_model``: pass it as
     ``run_agent(..., base_env=agent_env)``. API errors are not retried
     (``CLAUDE_CODE_MAX_RETRIES=0``), so error tests take about a second."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": os.environ.get("HOME", "/root"),
+        "HOME": str(agent_home),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "ANTHROPIC_BASE_URL": scripted_model.url,
         "ANTHROPIC_API_KEY": SCRIPTED_API_KEY,

@@ -8,6 +8,7 @@ ones have short aliases (``CONDUCTOR_HOME``, ``CONDUCTOR_API_URL``, ``CONDUCTOR_
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,9 +84,20 @@ class ServerSettings(BaseModel):
         default=None, description="Basic auth `user:pass` for a Prefect API behind auth."
     )
 
+    ui_url: str | None = Field(
+        default=None,
+        description="Where people open the Prefect UI, when not at the API URL without /api "
+        "(e.g. / when the dashboard and the UI share one proxy, as in the docker tier).",
+    )
+
     @property
     def url(self) -> str:
         return self.api_url or f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui(self) -> str:
+        """The Prefect UI's base, without a trailing slash (empty for a same-origin ``/``)."""
+        return (self.ui_url or self.url.rstrip("/").removesuffix("/api")).rstrip("/")
 
 
 class WorkerSettings(BaseModel):
@@ -179,12 +191,39 @@ class ConductorSettings(BaseSettings):
         return self.home / "logs"
 
     def public_dict(self) -> dict[str, Any]:
-        """The settings as plain data with secrets masked: safe to print or render."""
+        """The settings as plain data with secrets masked: safe to print or render. Masked:
+        the auth string, the dashboard password, agent environment variables named like
+        secrets, and ``user:password@`` in the API URL."""
         data = self.model_dump(mode="json")
-        for section, key in (("server", "auth_string"), ("dashboard", "password")):
+        for section, key in SECRET_SETTINGS:
             if data.get(section, {}).get(key):
-                data[section][key] = "********"
+                data[section][key] = MASK
+        extra = data.get("agent", {}).get("extra_env") or {}
+        for name in extra:
+            if is_secret_name(name):
+                extra[name] = MASK
+        server = data.get("server", {})
+        if isinstance(server.get("api_url"), str):
+            server["api_url"] = strip_url_credentials(server["api_url"], MASK)
         return data
+
+
+MASK = "********"
+SECRET_SETTINGS = (("server", "auth_string"), ("dashboard", "password"))
+"""Settings that hold secrets: masked when shown, never exported."""
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL")
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret (``*_API_KEY``, ...)."""
+    upper = name.upper()
+    return any(word in upper for word in _SECRET_WORDS)
+
+
+def strip_url_credentials(url: str, replacement: str = "") -> str:
+    """``https://user:pw@host/api`` -> ``https://<replacement>@host/api`` (or no userinfo)."""
+    return _URL_USERINFO.sub(f"{replacement}@" if replacement else "", url)
 
 
 class _AliasEnvSource(PydanticBaseSettingsSource):
@@ -218,8 +257,12 @@ def load_settings(**overrides: Any) -> ConductorSettings:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
+        secret = tuple(str(p) for p in err["loc"][:2]) in SECRET_SETTINGS or (
+            len(err["loc"]) > 2 and is_secret_name(str(err["loc"][-1]))
+        )
+        shown = MASK if secret else repr(err.get("input"))
         raise InputError(
-            f"invalid setting {where!r} = {err.get('input')!r}: {err['msg']} "
+            f"invalid setting {where!r} = {shown}: {err['msg']} "
             f"(check CONDUCTOR_{where.upper().replace('.', '__')} and {path})",
             field=where,
         ) from exc

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from claude_conductor.settings import ConductorSettings
 pytestmark = pytest.mark.integration
 
 PROJECT_MAIN = Path(__file__).parents[2] / "src/claude_conductor/demo/project/main.py"
-SLEEPER = "python3 -c 'import time; time.sleep(300)'"  # the CLI refuses a bare `sleep`
+SLEEPER = f"{sys.executable} -c 'import time; time.sleep(300)'"  # the CLI refuses a bare `sleep`
 
 
 # --------------------------------------------------------------------------- helpers

@@ -59,3 +59,31 @@ def test_invalid_config_file_is_one_clear_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "worker.agents" in out.stderr and "0" in out.stderr
     assert not (tmp_path / "h").exists()
+
+
+def test_secrets_in_agent_env_and_api_url_never_shown_or_exported(tmp_path: Path) -> None:
+    token, password = "ghp_agent-token-0123456789", "url-password-0123"
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"extra_env": {"GITHUB_TOKEN": token, "TZ": "UTC"}},
+                "server": {"api_url": f"https://ops:{password}@prefect.example/api"},
+            }
+        )
+    )
+    for args in (("config", "show"), ("config", "show", "--json"), ("config", "export")):
+        out = conductor(tmp_path, *args)
+        assert out.returncode == 0, out.stderr
+        assert token not in out.stdout and password not in out.stdout, args
+        assert "prefect.example/api" in out.stdout and "UTC" in out.stdout
+    exported = yaml.safe_load(conductor(tmp_path, "config", "export").stdout)
+    assert exported["server"]["api_url"] == "https://prefect.example/api"
+    assert "GITHUB_TOKEN" not in exported["agent"]["extra_env"]
+
+
+def test_an_invalid_secret_setting_is_named_but_not_echoed(tmp_path: Path) -> None:
+    secret = "not-a-mapping-but-secret-0123"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"dashboard": {"password": [secret]}}))
+    out = conductor(tmp_path, "config", "show")
+    assert out.returncode == 2
+    assert "dashboard.password" in out.stderr and secret not in out.stderr

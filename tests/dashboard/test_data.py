@@ -199,3 +199,15 @@ def test_scale_sets_the_pool_slots_through_the_standalone_tier(
         assert len(view.slots[view.slots["pool"] == seeded.pool]) == 3
     finally:
         pools.scale(settings, 2)
+
+
+def test_prefect_links_follow_the_ui_url_setting() -> None:
+    from claude_conductor.dashboard.data import prefect_run_url
+    from claude_conductor.settings import ConductorSettings, ServerSettings
+
+    behind_proxy = ConductorSettings(
+        server=ServerSettings(api_url="http://prefect-server:4200/api", ui_url="/")
+    )
+    assert prefect_run_url(behind_proxy, "abc") == "/runs/flow-run/abc"
+    local = ConductorSettings(server=ServerSettings(port=4321, api_url=None, ui_url=None))
+    assert prefect_run_url(local, "abc") == "http://127.0.0.1:4321/runs/flow-run/abc"

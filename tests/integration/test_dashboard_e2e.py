@@ -98,7 +98,21 @@ def _git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardStack]:
+def clean_environ() -> Iterator[None]:
+    """No Conductor or Prefect settings from this process's environment while the module runs:
+    another module's session fixture (tests/dashboard points CONDUCTOR_API_URL at its own
+    server) must not redirect this stack, its settings or the processes it starts."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("CONDUCTOR_") or name == "PREFECT_API_URL":
+                mp.delenv(name)
+        yield
+
+
+@pytest.fixture(scope="module")
+def stack(
+    clean_environ: None, tmp_path_factory: pytest.TempPathFactory, agent_home: Path
+) -> Iterator[DashboardStack]:
     _chromium()  # skip before bringing a whole stack up for nothing
     try:
         find_claude(ConductorSettings())
@@ -125,6 +139,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardStack]:
             "ANTHROPIC_BASE_URL": model.url,
             "ANTHROPIC_API_KEY": API_KEY,
             "CLAUDE_CODE_MAX_RETRIES": "0",
+            "HOME": str(agent_home),
             "CONDUCTOR_HOME": str(settings.home),
             "CONDUCTOR_SERVER__PORT": str(settings.server.port),
             "CONDUCTOR_WORKER__QUERY_SECONDS": "0.5",
@@ -134,8 +149,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardStack]:
             "CONDUCTOR_AGENT__RESULT_GRACE_SECONDS": "1",
             "CONDUCTOR_AGENT__KILL_GRACE_SECONDS": "1",
         }
-        for stray in ("PREFECT_API_URL", "CONDUCTOR_API_URL"):
-            env.pop(stray, None)
         try:
             info = standalone.up(settings, base_env=env, dashboard=True, timeout_seconds=180)
             assert info.dashboard_url, info
@@ -258,7 +271,7 @@ def _submit(page: Any, *, kind: str, repo: Path, prompt: str) -> str:
     page.get_by_role("textbox", name="Repository").fill(str(repo))
     page.get_by_role("textbox", name="Prompt").fill(prompt)
     page.get_by_role("button", name="Submit task").click()
-    page.wait_for_url(re.compile(r"[?&]task=t-"), timeout=WAIT_MS)
+    page.wait_for_url(re.compile(r"[?&]task=t-"), timeout=2 * WAIT_MS)
     found = re.search(r"[?&]task=([a-z0-9-]+)", page.url)
     assert found, page.url
     task_id = found.group(1)

@@ -81,7 +81,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
+def agent_stack(tmp_path_factory: pytest.TempPathFactory, agent_home: Path) -> Iterator[AgentStack]:
     try:
         find_claude(ConductorSettings())
     except Exception as exc:  # pragma: no cover - only without the dev install
@@ -103,6 +103,7 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack
             "ANTHROPIC_BASE_URL": model.url,
             "ANTHROPIC_API_KEY": API_KEY,
             "CLAUDE_CODE_MAX_RETRIES": "0",
+            "HOME": str(agent_home),
             "CONDUCTOR_HOME": str(settings.home),
             "CONDUCTOR_SERVER__PORT": str(settings.server.port),
             "CONDUCTOR_WORKER__QUERY_SECONDS": "0.5",
@@ -187,7 +188,7 @@ def test_eight_tasks_two_agents_never_more_than_two_at_once(agent_stack: AgentSt
     marker = agent_stack.model.add_script(
         "busy",
         [
-            tool_use("Bash", {"command": "python3 -c 'import time; time.sleep(2)'"}),
+            tool_use("Bash", {"command": f"{sys.executable} -c 'import time; time.sleep(2)'"}),
             lambda req: tool_use("Write", {"file_path": "done.txt", "content": "done\n"}),
             text("Done."),
         ],

@@ -202,13 +202,16 @@ def test_agent_slots_bound_concurrency_and_urgent_goes_first(
     # this file must not show up in any run's directory.
     (conductor_stack.settings.run_dir / "worker-cwd" / "sentinel.txt").write_text("x")
 
-    def spec(label: str, seconds: float) -> dict[str, Any]:
-        return {"label": label, "sleep_seconds": seconds, "log": str(log)}
+    gate = tmp_path / "open-gate"
+
+    def spec(label: str, seconds: float, **extra: Any) -> dict[str, Any]:
+        return {"label": label, "sleep_seconds": seconds, "log": str(log), **extra}
 
     async def go() -> tuple[list[FlowRun], int, int]:
         async with conductor_client(conductor_stack.settings) as client:
             blockers = [
-                await _submit(client, SLEEPY.full_name, spec(f"blocker-{i}", 4)) for i in range(2)
+                await _submit(client, SLEEPY.full_name, spec(f"blocker-{i}", 120, gate=str(gate)))
+                for i in range(2)
             ]
             await _wait_running(client, [r.id for r in blockers], 2)
             waiting = [
@@ -217,6 +220,7 @@ def test_agent_slots_bound_concurrency_and_urgent_goes_first(
             ]
             urgent = await _submit(client, SLEEPY.full_name, spec("urgent", 1), queue="urgent")
             info = standalone.status(conductor_stack.settings)
+            gate.write_text("open")
             runs = await _wait_final(client, [r.id for r in [*blockers, *waiting, urgent]])
             return runs, info.busy_slots, info.queued
 

@@ -20,21 +20,25 @@ __all__ = ["exportable", "import_config", "register", "validate_config_data"]
 
 config_app = typer.Typer(help="Show, check, export and import settings.", no_args_is_help=True)
 
-_SECRET_KEYS = {("server", "auth_string"), ("dashboard", "password")}
 _NOT_PORTABLE = {"home"}
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH")
 
 
 def exportable(settings: Any) -> dict[str, Any]:
-    """The settings as a portable document: no home path, no secrets."""
+    """The settings as a portable document: no home path, no secrets (auth string, password,
+    agent variables named like secrets, credentials in the API URL)."""
+    from claude_conductor.settings import SECRET_SETTINGS, is_secret_name, strip_url_credentials
+
     data: dict[str, Any] = settings.model_dump(mode="json")
     for key in _NOT_PORTABLE:
         data.pop(key, None)
-    for section, key in _SECRET_KEYS:
+    for section, key in SECRET_SETTINGS:
         data.get(section, {}).pop(key, None)
     extra = data.get("agent", {}).get("extra_env", {})
-    for name in [n for n in extra if any(w in n.upper() for w in _SECRET_WORDS)]:
+    for name in [n for n in extra if is_secret_name(n)]:
         extra.pop(name)
+    server = data.get("server", {})
+    if isinstance(server.get("api_url"), str):
+        server["api_url"] = strip_url_credentials(server["api_url"])
     return data
 
 

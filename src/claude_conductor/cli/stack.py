@@ -59,7 +59,10 @@ def _print_info(info: Any, *, as_json: bool) -> None:
             + (" [yellow](paused)[/]" if pool.paused else ""),
         )
     for daemon in info.daemons:
-        state = f"pid {daemon.pid}" if daemon.running else "[red]stopped[/]"
+        if not daemon.running:
+            state = "[red]stopped[/]"
+        else:
+            state = "running" if daemon.pid is None else f"pid {daemon.pid}"
         table.add_row(f"  {daemon.name}", state)
     if info.started:
         table.add_row("started", ", ".join(info.started))
@@ -122,12 +125,16 @@ def status(
     settings = _common.settings()
     info = _tier_module(tier, settings).status(settings)
     _print_info(info, as_json=as_json)
+    if not info.healthy and not as_json:
+        flag = f" --tier {info.tier}" if info.tier != "standalone" else ""
+        _common.err_console.print(f"the server is not running: start it with `conductor up{flag}`")
     return 0 if info.healthy else 1
 
 
 @agents_app.command("scale", context_settings={"ignore_unknown_options": True})
 def scale(
     count: int = typer.Argument(..., help="The new number of agent slots (at least 1)."),
+    tier: str | None = typer.Option(None, "--tier", help="standalone (default) or docker."),
 ) -> None:
     """Change how many tasks run at once, live (runs in flight keep going)."""
     settings = _common.settings()
@@ -137,9 +144,8 @@ def scale(
             field="agents",
             value=count,
         )
-    from claude_conductor.tiers import standalone
-
-    _common.console.print(str(standalone.scale_agents(settings, count)))
+    module = _tier_module(tier, settings)
+    _common.console.print(str(module.scale_agents(settings, count)))
 
 
 def register(app: typer.Typer) -> None:

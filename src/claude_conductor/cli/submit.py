@@ -11,7 +11,9 @@ __all__ = ["follow", "submit_and_follow"]
 
 
 def _ui_url(settings: Any, run_id: Any) -> str:
-    base = settings.server.url.removesuffix("/api")
+    base = settings.server.ui
+    if "://" not in base:  # a same-origin path is for the dashboard behind the proxy
+        base = settings.server.url.rstrip("/").removesuffix("/api")
     return f"{base}/runs/flow-run/{run_id}"
 
 

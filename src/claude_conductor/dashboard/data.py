@@ -86,7 +86,7 @@ _STATE_STATUS: dict[StateType, str] = {
 
 def prefect_run_url(settings: ConductorSettings, flow_run_id: str) -> str:
     """The run's page in the Prefect UI."""
-    return f"{settings.server.url.rstrip('/').removesuffix('/api')}/runs/flow-run/{flow_run_id}"
+    return f"{settings.server.ui}/runs/flow-run/{flow_run_id}"
 
 
 # --------------------------------------------------------------------------- tasks

@@ -5,7 +5,6 @@ No Streamlit here.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,23 +139,9 @@ def check_yaml(text: str, source: str = "the pasted YAML") -> FormCheck:
     return _check(data, source)
 
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "CREDENTIAL")
-_MASK = "********"
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
 def public_settings(settings: ConductorSettings) -> dict[str, Any]:
-    """``settings.public_dict()`` with the other places a secret can hide masked too: agent
-    environment variables named like secrets, and user:password in URLs."""
-    data = settings.public_dict()
-    extra = data.get("agent", {}).get("extra_env") or {}
-    for name in extra:
-        if any(word in name.upper() for word in _SECRET_WORDS):
-            extra[name] = _MASK
-    server = data.get("server", {})
-    if isinstance(server.get("api_url"), str):
-        server["api_url"] = _URL_USERINFO.sub(f"{_MASK}@", server["api_url"])
-    return data
+    """The settings with every secret masked (``ConductorSettings.public_dict``)."""
+    return settings.public_dict()
 
 
 def export_settings_yaml(settings: ConductorSettings) -> str:

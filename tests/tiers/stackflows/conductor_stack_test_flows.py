@@ -3,6 +3,7 @@ Conductor's own flows; the stack fixture puts this directory on the workers' PYT
 
 ``sleepy`` records when it really ran (wall clock, from inside the flow-run process) in a
 JSON-lines file, so a test can compute how many runs overlapped without relying on polling.
+With ``gate`` set it holds its slot until that file exists, so a test decides when it ends.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from prefect import flow
 @flow(name="conductor-stack-test-sleep", persist_result=False)
 async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    await asyncio.sleep(float(spec.get("sleep_seconds", 1)))
+    gate = spec.get("gate")
+    if gate:  # hold the slot until the test opens the gate (bounded by sleep_seconds)
+        deadline = started + float(spec.get("sleep_seconds", 60))
+        while not os.path.exists(gate) and time.time() < deadline:
+            await asyncio.sleep(0.05)
+    else:
+        await asyncio.sleep(float(spec.get("sleep_seconds", 1)))
     finished = time.time()
     import claude_conductor
 

@@ -1,0 +1,71 @@
+"""The stack commands' answers when nothing is running, and their bad input: one clear line,
+exit 2 (status: exit 1), nothing created."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stack_fixtures import free_port
+
+
+def conductor(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "PREFECT_"))}
+    env |= {"CONDUCTOR_HOME": str(home), "CONDUCTOR_SERVER__PORT": str(free_port())}
+    return subprocess.run(
+        [sys.executable, "-m", "claude_conductor.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("tasks", "list"),
+        ("tasks", "show", "t-0123456789ab"),
+        ("tasks", "logs", "t-0123456789ab"),
+        ("tasks", "cancel", "t-0123456789ab"),
+        ("run", "--prompt", "hello", "--repo", "."),
+    ],
+)
+def test_without_a_server_says_how_to_start_it(tmp_path: Path, args: tuple[str, ...]) -> None:
+    out = conductor(tmp_path / "home", *args)
+    assert out.returncode == 2, out
+    assert "not running" in out.stderr and "conductor up" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "home").exists()
+
+
+def test_status_without_a_server_is_unhealthy_and_says_how_to_start_it(tmp_path: Path) -> None:
+    out = conductor(tmp_path / "home", "status")
+    assert out.returncode == 1
+    assert "not answering" in out.stdout
+    assert "conductor up" in out.stderr
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "-5"])
+def test_agents_scale_needs_at_least_one_slot(tmp_path: Path, count: str) -> None:
+    out = conductor(tmp_path / "home", "agents", "scale", count)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"error: agents scale {count}: give at least 1 agent slot "
+        "(to stop all agents: conductor down)"
+    ]
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("command", [("up",), ("down",), ("status",), ("agents", "scale", "2")])
+def test_an_unknown_tier_is_named_with_the_choices(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    out = conductor(tmp_path / "home", *command, "--tier", "mainframe")
+    assert out.returncode == 2
+    assert "'mainframe'" in out.stderr and "standalone, docker" in out.stderr
+    assert not (tmp_path / "home").exists()
