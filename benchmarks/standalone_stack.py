@@ -7,6 +7,9 @@ on a tiny git repository) through the real process worker.
 ``--pyc`` lets the stack's processes use (and write) compiled bytecode in a private cache
 (``PYTHONPYCACHEPREFIX``), for machines whose environment sets ``PYTHONDONTWRITEBYTECODE`` on a
 virtualenv installed without bytecode. Prints one JSON document; ``--out`` also writes it.
+
+For the comparison with stock Prefect (latency, throughput, memory, start-up, min / median /
+max) see ``standalone_compare.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,7 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,35 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import bench_env, free_port, make_repo
+
 from claude_conductor.settings import ConductorSettings, ServerSettings, WorkerSettings
 from claude_conductor.tiers import standalone
 from claude_conductor.work_pools.client import conductor_client
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    git = [
-        "git",
-        "-c",
-        "user.name=B",
-        "-c",
-        "user.email=b@example.com",
-        "-c",
-        "commit.gpgsign=false",
-    ]
-    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=repo, check=True)
-    (repo / "README.md").write_text("bench\n")
-    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], cwd=repo, check=True)
-    return repo
 
 
 async def _latencies(settings: ConductorSettings, repo: Path, runs: int) -> list[float]:
@@ -89,15 +66,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    env = dict(os.environ)
+    env = bench_env(args.pyc)
     with tempfile.TemporaryDirectory(prefix="conductor-bench-") as tmp:
         root = Path(tmp)
-        if args.pyc:
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "conductor-bench-pyc")
         settings = ConductorSettings(
             home=root / "home",
-            server=ServerSettings(port=_free_port()),
+            server=ServerSettings(port=free_port()),
             worker=WorkerSettings(query_seconds=args.query_seconds),
             dashboard={"enabled": False},
         )
@@ -116,7 +90,7 @@ def main() -> int:
             began = time.monotonic()
             standalone.up(settings, base_env=env)
             result["up_again_seconds"] = round(time.monotonic() - began, 2)
-            repo = _repo(root)
+            repo = make_repo(root)
             lat = asyncio.run(_latencies(settings, repo, args.runs))
             result["submit_to_running_seconds"] = lat
             result["submit_to_running_median"] = statistics.median(lat)
