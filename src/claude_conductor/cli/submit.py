@@ -82,15 +82,28 @@ def submit_and_follow(spec: Any, settings: Any, *, wait: bool, as_json: bool) ->
     return None
 
 
+def _has_streamlit() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("streamlit") is not None
+
+
 def demo_on_stack(spec: Any, settings: Any, *, offline: bool, as_json: bool) -> Any:
     """Bring the standalone tier up (with the scripted model when offline) and run the demo."""
     from claude_conductor.tiers import standalone
 
     info = standalone.up(settings, agents=None, offline_model=offline)
     if not as_json:
+        board = getattr(info, "dashboard_url", None)
         _common.err_console.print(
             f"Conductor is up: Prefect UI {info.ui_url}"
-            + (f", dashboard {info.dashboard_url}" if getattr(info, "dashboard_url", None) else ""),
+            + (f", dashboard {board}" if board else ""),
             highlight=False,
         )
+        if not board and settings.dashboard.enabled and not _has_streamlit():
+            _common.err_console.print(
+                "The dashboard is not installed: pip install -e '.[dashboard]', then "
+                "conductor dashboard",
+                highlight=False,
+            )
     return asyncio.run(_submit(spec, settings, wait=True, quiet=as_json))
