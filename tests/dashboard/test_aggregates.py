@@ -138,3 +138,26 @@ def test_an_empty_frame_gives_empty_charts() -> None:
     assert aggregates.queue_depth(empty).empty
     assert aggregates.queue_depth(empty, all_priorities=True)["queued"].sum() == 0
     assert aggregates.status_counts(empty) == {}
+
+
+def test_overview_counts_agent_slots_not_the_fan_out_parents_pool() -> None:
+    import pandas as pd
+
+    from claude_conductor.dashboard.pools import AgentsView
+
+    empty = pd.DataFrame()
+    view = AgentsView(
+        pools=pd.DataFrame(
+            [
+                {"pool": "conductor-agents", "slots": 2, "busy": 1},
+                {"pool": "conductor-coordinators", "slots": 2, "busy": 1},
+            ]
+        ),
+        workers=empty,
+        slots=empty,
+        default_pool="conductor-agents",
+    )
+    assert (view.agent_busy, view.agent_slots) == (1, 2)
+    assert (view.busy_slots, view.total_slots) == (2, 4)  # the Agents page shows every pool
+    elsewhere = AgentsView(pools=view.pools, workers=empty, slots=empty, default_pool="other")
+    assert elsewhere.agent_slots == 4  # no agent pool known: every slot counts

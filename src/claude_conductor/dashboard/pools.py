@@ -51,6 +51,19 @@ class AgentsView:
     def busy_slots(self) -> int:
         return int(self.pools["busy"].sum()) if len(self.pools) else 0
 
+    def _agent_pool(self) -> pd.DataFrame:
+        mine = self.pools[self.pools["pool"] == self.default_pool] if len(self.pools) else None
+        return self.pools if mine is None or not len(mine) else mine
+
+    @property
+    def agent_slots(self) -> int:
+        """Slots of the agent pool (what ``agents`` sets), not the fan-out parents' pool."""
+        return int(self._agent_pool()["slots"].sum()) if len(self.pools) else 0
+
+    @property
+    def agent_busy(self) -> int:
+        return int(self._agent_pool()["busy"].sum()) if len(self.pools) else 0
+
 
 async def _read_agents(settings: ConductorSettings) -> AgentsView:
     async with api.api_client(settings) as client:

@@ -32,10 +32,11 @@ def _metrics(frame: pd.DataFrame, agents: pools.AgentsView | None) -> None:
     )
     tiles.metric(
         "Busy slots",
-        f"{agents.busy_slots} / {agents.total_slots}" if agents else "-",
+        f"{agents.agent_busy} / {agents.agent_slots}" if agents else "-",
         border=True,
         width=components.TILE_WIDTH,
-        help="Agent slots running a task / all slots.",
+        help="Agent slots running a task / all agent slots (fan-out parents wait in their "
+        "own pool and are not counted).",
     )
     tiles.metric("Queued", counts.get("queued", 0), border=True, width=components.TILE_WIDTH)
     tiles.metric(
