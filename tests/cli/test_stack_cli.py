@@ -69,3 +69,50 @@ def test_an_unknown_tier_is_named_with_the_choices(
     assert out.returncode == 2
     assert "'mainframe'" in out.stderr and "standalone, docker" in out.stderr
     assert not (tmp_path / "home").exists()
+
+
+def _git_repo(path: Path) -> Path:
+    path.mkdir()
+    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=path, check=True)
+    (path / "a.txt").write_text("a\n")
+    subprocess.run([*git, "add", "-A"], cwd=path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], cwd=path, check=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "does not exist"),
+        ("plain-folder", "is not a git repository"),
+        ("unknown-ref", "no-such-branch"),
+        ("subtask-missing", "does not exist"),
+    ],
+)
+def test_a_bad_repository_is_refused_before_anything_is_submitted(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    repo = _git_repo(tmp_path / "project")
+    (tmp_path / "plain-folder").mkdir()
+    task = {
+        "missing": f"repo: {tmp_path / 'nowhere'}\nprompt: hi\n",
+        "plain-folder": f"repo: {tmp_path / 'plain-folder'}\nprompt: hi\n",
+        "unknown-ref": f"repo: {repo}\nref: no-such-branch\nprompt: hi\n",
+        "subtask-missing": f"repo: {repo}\nprompt: hi\nsubtasks:\n"
+        f"  - prompt: one\n  - prompt: two\n    repo: {tmp_path / 'nowhere'}\n",
+    }[case]
+    (tmp_path / "task.yaml").write_text(task)
+    # No server runs: the repository is checked first, so the error names it (not the server).
+    out = conductor(tmp_path / "home", "run", str(tmp_path / "task.yaml"), "--wait")
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "repo" in lines[0], lines
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_good_repository_goes_on_to_the_server(tmp_path: Path) -> None:
+    repo = _git_repo(tmp_path / "project")
+    out = conductor(tmp_path / "home", "run", "--prompt", "hi", "--repo", str(repo))
+    assert out.returncode == 2
+    assert "not running" in out.stderr

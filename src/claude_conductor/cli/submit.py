@@ -48,9 +48,19 @@ async def follow(client: Any, run: Any, settings: Any, *, quiet: bool) -> Any:
     )
 
 
+def check_repos(spec: Any) -> None:
+    """Bad input before anything is submitted: every local repository (the task's and its
+    subtasks') exists, is a git repository and has the ref. InputError (exit 2) otherwise."""
+    from claude_conductor.workspaces.source import check_local_source
+
+    for task in [spec, *spec.expanded_subtasks()]:
+        check_local_source(task.repo, task.ref)
+
+
 async def _submit(spec: Any, settings: Any, *, wait: bool, quiet: bool) -> Any:
     from claude_conductor.flows.api import api_client, submit_task
 
+    check_repos(spec)
     async with api_client(settings) as client:
         run = await submit_task(client, spec)
         if not quiet:

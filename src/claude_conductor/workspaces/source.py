@@ -33,6 +33,7 @@ __all__ = [
     "FETCH_TIMEOUT_SECONDS",
     "SourceRepo",
     "cache_dir_name",
+    "check_local_source",
     "is_git_url",
     "resolve_source",
 ]
@@ -94,6 +95,16 @@ def resolve_source(repo: str, ref: str | None, settings: ConductorSettings) -> S
     if is_git_url(repo.strip()):
         return _resolve_url(repo.strip(), ref, settings)
     return _resolve_local(repo, ref)
+
+
+def check_local_source(repo: str, ref: str | None) -> None:
+    """Before submitting: a local ``repo`` exists, is a git repository and has ``ref``; raises
+    ``InputError`` like ``resolve_source``. Git URLs are left to the agent's worker (it clones
+    them). Reads only: nothing is created."""
+    if not repo or not repo.strip() or is_git_url(repo.strip()):
+        return
+    _check_ref_syntax(ref)
+    _resolve_local(repo, ref)
 
 
 # -- local repositories --------------------------------------------------------------------
