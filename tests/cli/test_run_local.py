@@ -4,7 +4,6 @@ the scripted model, real git, and the CLI as a subprocess."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,27 +13,9 @@ import pytest
 
 from claude_conductor.demo.script_steps import text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
+from helpers import git
 
 pytestmark = pytest.mark.integration
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@localhost",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@localhost",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
 
 
 @pytest.fixture

@@ -116,3 +116,15 @@ def test_a_good_repository_goes_on_to_the_server(tmp_path: Path) -> None:
     out = conductor(tmp_path / "home", "run", "--prompt", "hi", "--repo", str(repo))
     assert out.returncode == 2
     assert "not running" in out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the repository away")
+def test_a_repository_git_will_not_read_here_is_left_to_the_worker(tmp_path: Path) -> None:
+    # The docker tier's repositories belong to the agents' uid: git on the host calls them
+    # "dubious ownership"; that is not bad input, so the submission goes on (to the server).
+    repo = _git_repo(tmp_path / "project")
+    for path in [repo, *repo.rglob("*")]:
+        os.lchown(path, 12345, 12345)
+    out = conductor(tmp_path / "home", "run", "--prompt", "hi", "--repo", str(repo))
+    assert out.returncode == 2
+    assert "not running" in out.stderr, out.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,37 +19,22 @@ from typing import Any
 import pytest
 
 from claude_conductor.settings import ConductorSettings
+from helpers import CHROMIUM_ARGS
+from helpers import chromium as _chromium
+from helpers import settled as _settled_in
+from helpers import shot as _shot
+from helpers import sign_in as _sign_in_with
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 PASSWORD = "correct horse battery"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 30_000
 _ATTEMPTS = 3
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 expect = sync_api.expect
 expect.set_options(timeout=WAIT_MS)
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip(
-            "chromium is not installed: `apt-get install -y chromium` (Debian), "
-            "then run the browser tests again"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -142,38 +126,6 @@ def _network_change_retried(test: Callable[..., None]) -> Callable[..., None]:
                 )
 
     return run
-
-
-def _shot(page: Any, name: str) -> Path:
-    """Screenshot the whole page. Streamlit scrolls inside its main area, so the viewport is
-    made as tall as that content for the shot."""
-    path = page.shots / f"{name}.png"
-    size = page.viewport_size
-    height = page.evaluate(
-        "() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
-        " return m ? m.scrollHeight : document.body.scrollHeight; }"
-    )
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height))})
-    try:
-        page.screenshot(path=str(path), full_page=True)
-    finally:
-        page.set_viewport_size(size)
-    return path
-
-
-def _settled(page: Any) -> None:
-    """Wait until Streamlit has finished running the script."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS
-    )
-
-
-def _sign_in(page: Any, url: str, password: str = PASSWORD) -> None:
-    """Open ``url`` (any page of the dashboard) and sign in. Signing in lasts for the browser
-    tab's Streamlit session: move around with the dashboard's own links afterwards."""
-    page.goto(url)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 @_network_change_retried
@@ -311,3 +263,11 @@ def test_without_a_password_it_opens_and_says_it_is_local_only(page: Any, open_u
         _settled(page)
         _shot(page, name.lower())
     expect(page.get_by_text("No dashboard password: the dashboard listens on")).to_be_visible()
+
+
+def _settled(page: Any) -> None:
+    _settled_in(page, WAIT_MS)
+
+
+def _sign_in(page: Any, url: str, password: str = PASSWORD) -> None:
+    _sign_in_with(page, url, password)

@@ -24,6 +24,8 @@ import pytest
 import yaml
 from docker_stack_fixtures import Stack
 
+from helpers import CHROMIUM_ARGS
+
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(900)]
 
 DEMO_TASK = {
@@ -198,18 +200,6 @@ def test_a_fan_out_parent_runs_on_the_coordinator_and_its_subtasks_in_agent_cont
     worker = stack.compose("logs", "--no-color", "worker").stdout
     for sub_id in subs:  # each subtask in an agent container of its own
         assert f"Creating Docker container '{sub_id}'" in worker
-
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.mark.browser

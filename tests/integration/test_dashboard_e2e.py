@@ -13,8 +13,6 @@ import contextlib
 import functools
 import os
 import re
-import shutil
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +28,13 @@ from claude_conductor.demo.script_steps import stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers import processes, standalone
+from helpers import CHROMIUM_ARGS
+from helpers import chromium as _chromium
+from helpers import claude_pids_for as _claude_pids_for
+from helpers import git as _git
+from helpers import settled as _settled_in
+from helpers import shot as _shot
+from helpers import sign_in as _sign_in_with
 from stack_fixtures import free_port, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -37,40 +42,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 PASSWORD = "tuba staple horse battery"
 API_KEY = "sk-dashboard-e2e-key-0123456789"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 30_000
 CANCEL_GRACE_SECONDS = 30
 RUN_MS = 150_000  # a real agent run on a busy machine: claude start-up, clone, commit
 _ATTEMPTS = 3
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@localhost",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@localhost",
-}
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 expect = sync_api.expect
 expect.set_options(timeout=WAIT_MS)
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip(
-            "chromium is not installed: `apt-get install -y chromium` (Debian), "
-            "then run the dashboard end-to-end tests again"
-        )
-    return path
 
 
 # --------------------------------------------------------------------------- the stack
@@ -83,18 +62,6 @@ class DashboardStack:
     env: dict[str, str]
     repo: Path
     url: str
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -228,38 +195,6 @@ def _save_failure(page: Any) -> None:
         warnings.warn(f"no failure screenshot: {exc}", stacklevel=1)
 
 
-def _shot(page: Any, name: str) -> Path:
-    """Screenshot the whole page. Streamlit scrolls inside its main area, so the viewport is
-    made as tall as that content for the shot."""
-    path: Path = page.shots / f"{name}.png"
-    size = page.viewport_size
-    height = page.evaluate(
-        "() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
-        " return m ? m.scrollHeight : document.body.scrollHeight; }"
-    )
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height))})
-    try:
-        page.screenshot(path=str(path), full_page=True)
-    finally:
-        page.set_viewport_size(size)
-    return path
-
-
-def _settled(page: Any) -> None:
-    """Wait until Streamlit has finished running the script."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS
-    )
-
-
-def _sign_in(page: Any, url: str, password: str = PASSWORD) -> None:
-    """Open ``url`` (any page of the dashboard) and sign in. Signing in lasts for the browser
-    tab's Streamlit session: move around with the dashboard's own links afterwards."""
-    page.goto(url)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-
-
 def _submit(page: Any, *, kind: str, repo: Path, prompt: str) -> str:
     """Fill the Submit page's form and send it; returns the new task's id, once the task's
     detail page (where the form leads) shows it."""
@@ -302,22 +237,6 @@ def _open_submit_page(page: Any) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def _claude_pids_for(task_id: str) -> list[int]:
-    """Live `claude` processes working in this task's workspace."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"claude") and cwd.endswith(f"/workspaces/{task_id}"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -432,3 +351,11 @@ def test_cancel_a_running_task_from_its_page_stops_its_agent(
     assert not _claude_pids_for(task_id)
     _settled(page)
     _shot(page, "cancelled")
+
+
+def _settled(page: Any) -> None:
+    _settled_in(page, WAIT_MS)
+
+
+def _sign_in(page: Any, url: str, password: str = PASSWORD) -> None:
+    _sign_in_with(page, url, password)

@@ -26,16 +26,12 @@ from claude_conductor.demo.script_steps import Request, Step, stall, text, tool_
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers import processes, standalone
+from helpers import claude_pids_for as _claude_pids_for
+from helpers import git as _git
 from stack_fixtures import free_port, make_settings
 
 pytestmark = pytest.mark.integration
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@localhost",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@localhost",
-}
 API_KEY = "sk-stack-test-key-abcdef123456"
 
 
@@ -66,18 +62,6 @@ class AgentStack:
         assert out.returncode in (0, 1), out.stderr
         doc: dict[str, Any] = json.loads(out.stdout)
         return doc
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -116,22 +100,6 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory, agent_home: Path) -> I
             yield AgentStack(settings=settings, model=model, env=env, repo=repo)
         finally:
             standalone.down(settings, grace_seconds=5)
-
-
-def _claude_pids_for(task_id: str) -> list[int]:
-    """Live `claude` processes working in this task's workspace."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"claude") and cwd.endswith(f"/workspaces/{task_id}"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
@@ -184,11 +152,32 @@ def test_submit_wait_status_and_logs(agent_stack: AgentStack) -> None:
     assert API_KEY not in logs.stdout
 
 
-def test_eight_tasks_two_agents_never_more_than_two_at_once(agent_stack: AgentStack) -> None:
+BARRIER = """import sys, time
+path = sys.argv[1]
+with open(path, "a") as fh:
+    fh.write("x\\n")
+began = time.time()
+while time.time() - began < 60:
+    with open(path) as fh:
+        if len(fh.read().splitlines()) >= 2:
+            break
+    time.sleep(0.1)
+time.sleep(1)
+"""
+
+
+def test_eight_tasks_two_agents_never_more_than_two_at_once(
+    agent_stack: AgentStack, tmp_path: Path
+) -> None:
+    # Each agent's command waits until a second agent has reached it too (or 60 s): the two
+    # slots are then certainly used together, however the submissions are staggered.
+    barrier = tmp_path / "barrier.py"
+    barrier.write_text(BARRIER)
+    arrivals = tmp_path / "arrivals.txt"
     marker = agent_stack.model.add_script(
         "busy",
         [
-            tool_use("Bash", {"command": f"{sys.executable} -c 'import time; time.sleep(2)'"}),
+            tool_use("Bash", {"command": f"{sys.executable} {barrier} {arrivals}"}),
             lambda req: tool_use("Write", {"file_path": "done.txt", "content": "done\n"}),
             text("Done."),
         ],

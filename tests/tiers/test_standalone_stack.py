@@ -7,8 +7,10 @@ again, so keep it last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,8 +24,8 @@ from prefect.client.schemas.objects import FlowRun
 from claude_conductor.errors import InputError
 from claude_conductor.tiers import addons, launch, processes, standalone
 from claude_conductor.work_pools.client import conductor_client
-from claude_conductor.work_pools.deployments import DEPLOYMENTS
-from stack_fixtures import PROBE_VALUE, SLEEPY, Stack, free_port, make_settings
+from claude_conductor.work_pools.deployments import DEPLOYMENTS, register_deployments
+from stack_fixtures import PROBE_VALUE, SLEEPY, Stack, free_port, make_settings, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -337,3 +339,45 @@ def test_up_refuses_a_port_taken_by_someone_else(tmp_path: Path) -> None:
         with pytest.raises(Exception, match="in use by a process Conductor did not start"):
             standalone.up(settings, timeout_seconds=10)
     assert not list(settings.run_dir.glob("*.pid"))
+
+
+def test_a_run_cut_off_by_a_hard_stop_is_crashed_at_the_next_up(tmp_path: Path) -> None:
+    """Everything killed at once (a crash, the OOM killer, a reboot): no process is left to
+    report on the run in flight, so the next `up` marks it Crashed, saying what happened,
+    instead of leaving it Running forever. Queued work and history stay."""
+    settings = make_settings(tmp_path / "home", free_port())
+    env = stack_env()
+    try:
+        standalone.up(settings, base_env=env, timeout_seconds=180)
+        register_deployments(settings, (SLEEPY,))
+
+        async def start() -> UUID:
+            async with conductor_client(settings) as client:
+                run = await _submit(
+                    client, SLEEPY.full_name, {"label": "cut", "sleep_seconds": 300}
+                )
+                await _wait_running(client, [run.id], 1)
+                return run.id
+
+        run_id = asyncio.run(start())
+        victims = _stack_processes(settings.home)
+        assert len(victims) >= 4  # server, two workers, the flow run
+        for pid in victims:  # all of them at once, no chance to report
+            os.kill(pid, signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        assert not standalone.status(settings).healthy
+
+        standalone.up(settings, base_env=env, timeout_seconds=180)
+
+        async def read() -> FlowRun:
+            async with conductor_client(settings) as client:
+                return await client.read_flow_run(run_id)
+
+        run = asyncio.run(read())
+        assert run.state is not None and run.state.is_crashed(), run.state
+        assert "without `conductor down`" in (run.state.message or "")
+    finally:
+        standalone.down(settings, grace_seconds=5)
+    assert _stack_processes(settings.home) == []

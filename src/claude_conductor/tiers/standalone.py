@@ -230,6 +230,10 @@ def _up(
         _wait_server(settings, remaining())
         step("creating the work pools and queues")
         run_sync(_ensure_pools(settings))
+        workers_alive = any(processes.is_running(settings, name) for name, _ in _WORKERS)
+        if not workers_alive and not teardown.flow_run_processes(settings):
+            step("checking for runs an unclean stop left in flight")
+            teardown.crash_interrupted_runs(settings)
         extra = dict(worker_extra_env or {})
         if offline_model:
             step("starting the scripted model")

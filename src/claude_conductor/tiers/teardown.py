@@ -26,7 +26,13 @@ from claude_conductor.tiers import launch, processes
 from claude_conductor.tiers.status import DaemonStatus
 from claude_conductor.work_pools.client import conductor_client, run_sync
 
-__all__ = ["crash_leftover_runs", "stop_stack"]
+__all__ = [
+    "INTERRUPTED_MESSAGE",
+    "crash_interrupted_runs",
+    "crash_leftover_runs",
+    "flow_run_processes",
+    "stop_stack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,18 @@ async def _pause_pools(settings: ConductorSettings, paused: bool) -> None:
                 logger.warning("could not pause work pool %s: %s", pool, exc)
 
 
-async def crash_leftover_runs(settings: ConductorSettings, client: PrefectClient) -> int:
+INTERRUPTED_MESSAGE = (
+    "interrupted: the stack stopped without `conductor down` while this run was in flight "
+    "(found by the next `conductor up`); run it again with `conductor tasks retry`"
+)
+
+
+async def crash_leftover_runs(
+    settings: ConductorSettings,
+    client: PrefectClient,
+    message: str = "stopped by `conductor down`",
+) -> int:
+    """Mark the stack's pending, running and cancelling flow runs Crashed; returns how many."""
     runs = await client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_ACTIVE_TYPES))
@@ -52,9 +69,7 @@ async def crash_leftover_runs(settings: ConductorSettings, client: PrefectClient
         ),
     )
     for run in runs:
-        await client.set_flow_run_state(
-            run.id, Crashed(message="stopped by `conductor down`"), force=True
-        )
+        await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
     return len(runs)
 
 
@@ -65,7 +80,7 @@ async def _mark_crashed(settings: ConductorSettings) -> None:
             logger.info("marked %d interrupted flow runs Crashed", count)
 
 
-def _flow_run_processes(settings: ConductorSettings) -> list[tuple[int, int | None]]:
+def flow_run_processes(settings: ConductorSettings) -> list[tuple[int, int | None]]:
     """Processes of this stack outside the daemons' own process groups: flow runs, agents."""
     daemon_groups = {
         d.pid
@@ -83,6 +98,22 @@ def _flow_run_processes(settings: ConductorSettings) -> list[tuple[int, int | No
     return found
 
 
+def crash_interrupted_runs(settings: ConductorSettings) -> int:
+    """At ``up``, when no worker and no flow-run process of this stack is alive: runs the
+    database still shows in flight were cut off by an unclean stop (a crash, a kill, a reboot).
+    No process will ever report on them, so they are marked Crashed now instead of staying
+    Running forever. Returns how many."""
+
+    async def go() -> int:
+        async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
+            return await crash_leftover_runs(settings, client, INTERRUPTED_MESSAGE)
+
+    count = run_sync(go())
+    if count:
+        logger.warning("marked %d runs interrupted by an unclean stop Crashed", count)
+    return count
+
+
 def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list[DaemonStatus]:
     """Stop everything of the stack: new runs are held (pools paused), running flow runs get
     SIGTERM (they report Crashed and stop their agents), then the workers, any other daemon
@@ -94,7 +125,7 @@ def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list
     )
     if api_up:
         _best_effort("hold new runs (pause the pools)", _pause_pools(settings, paused=True))
-    for pid in processes.terminate_processes(_flow_run_processes(settings), grace_seconds):
+    for pid in processes.terminate_processes(flow_run_processes(settings), grace_seconds):
         stopped.append(DaemonStatus(name="flow-run", pid=pid, running=False))
     names = processes.pid_file_names(settings)
     workers = [n for n in names if n.startswith("worker-")]

@@ -104,7 +104,14 @@ def check_local_source(repo: str, ref: str | None) -> None:
     if not repo or not repo.strip() or is_git_url(repo.strip()):
         return
     _check_ref_syntax(ref)
-    _resolve_local(repo, ref)
+    try:
+        _resolve_local(repo, ref)
+    except InputError as exc:
+        # Git may refuse to read a repository owned by another user here (the docker tier's
+        # repositories belong to the agents' uid): only the worker can tell then.
+        if "git cannot use repo" not in str(exc):
+            raise
+        logger.info("not checked before submitting: %s", exc)
 
 
 # -- local repositories --------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""Helpers several test modules share: git with a fixed identity, the live ``claude``
+processes of a task, and driving the dashboard in a real chromium (playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@localhost",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@localhost",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` (author and committer set), return its stdout; raise on failure."""
+    return subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+
+
+def claude_pids_for(task_id: str) -> list[int]:
+    """Live `claude` processes working in this task's workspace."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"claude") and cwd.endswith(f"/workspaces/{task_id}"):
+            pids.append(int(entry.name))
+    return pids
+
+
+# --------------------------------------------------------------------------- the browser
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Debian's chromium under playwright, headless, offline (see ../shared/FACTS.md)."""
+
+WAIT_MS = 30_000
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+"""Screenshots land in ``test-output/<test name>/`` at the repository root (gitignored)."""
+
+
+def chromium() -> str:
+    """The chromium binary; skips the test when there is none."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip(
+            "chromium is not installed: `apt-get install -y chromium` (Debian), "
+            "then run the browser tests again"
+        )
+    return path
+
+
+def shot(page: Any, name: str) -> Path:
+    """Screenshot the whole page into ``page.shots``. Streamlit scrolls inside its main area,
+    so the viewport is made as tall as that content for the shot."""
+    path: Path = page.shots / f"{name}.png"
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+        " return m ? m.scrollHeight : document.body.scrollHeight; }"
+    )
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height))})
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
+    return path
+
+
+def settled(page: Any, timeout_ms: int = WAIT_MS) -> None:
+    """Wait until Streamlit has finished running the script."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms
+    )
+
+
+def sign_in(page: Any, url: str, password: str) -> None:
+    """Open ``url`` (any page of the dashboard) and sign in. Signing in lasts for the browser
+    tab's Streamlit session: move around with the dashboard's own links afterwards."""
+    page.goto(url)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
