@@ -233,6 +233,16 @@ def test_the_dashboard_behind_nginx_shows_the_task_in_a_browser(stack: Stack) ->
             expect(page.get_by_text(DEMO_TASK["title"]).first).to_be_visible(timeout=60_000)
             expect(page.get_by_text(f"conductor/{task_id}").first).to_be_visible(timeout=30_000)
             page.screenshot(path=str(shots / "task.png"), full_page=True)
+            # The Prefect UI link stays on nginx's origin (not the internal prefect-server);
+            # the UI there asks for the Prefect credentials, not the dashboard's.
+            href = page.get_by_role("link", name="Prefect UI").get_attribute("href")
+            assert href and href.startswith("/runs/flow-run/"), href
+            prefect_user, prefect_password = stack.prefect_auth.split(":", 1)
+            ui = browser.new_context(
+                http_credentials={"username": prefect_user, "password": prefect_password}
+            ).new_page()
+            opened = ui.goto(stack.base_url + href)
+            assert opened is not None and opened.status == 200
         finally:
             browser.close()
 
