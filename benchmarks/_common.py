@@ -129,22 +129,6 @@ def process_tree(roots: Iterable[int]) -> list[int]:
     return sorted(out)
 
 
-def with_env(key: str, value: str) -> list[int]:
-    """Living processes whose environment holds ``key=value`` (this process excluded)."""
-    needle = f"{key}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def _status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

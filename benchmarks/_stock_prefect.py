@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
-from _common import free_port, memory, stop_pids, wait_http, with_env
+from _common import free_port, memory, stop_pids, wait_http
+
+from claude_conductor.tiers.processes import find_processes_with_env as with_env
 
 __all__ = ["MARKER", "POOL", "StockStack", "reap_all"]
 

@@ -3,9 +3,12 @@ processes of a task, and driving the dashboard in a real chromium (playwright)."
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,16 @@ def git(repo: Path, *args: str) -> str:
         text=True,
         timeout=30,
     ).stdout
+
+
+def make_repo(path: Path) -> Path:
+    """A git repository at ``path`` with one commit (``main.py``) on ``main``."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "main.py").write_text("print('hi')\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "init")
+    return path
 
 
 def claude_pids_for(task_id: str) -> list[int]:
@@ -108,3 +121,40 @@ def sign_in(page: Any, url: str, password: str) -> None:
     page.goto(url)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+def network_change_retried(
+    on_failure: Callable[[Any], None] | None = None, attempts: int = 3
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Run a browser test (it takes a ``page`` fixture with ``console_lines``) again, at most
+    ``attempts`` times in all, when, and only when, Chromium aborted requests with
+    ERR_NETWORK_CHANGED: it does that whenever a network interface appears or goes on the
+    machine (Docker bridges of other tests), even for loopback traffic. Every test starts from
+    a fresh page load and submits its own tasks, so running it again is sound.
+    ``on_failure(page)`` runs before the final failure is raised."""
+
+    def decorate(test: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(test)
+        def run(*args: Any, **kwargs: Any) -> None:
+            page = kwargs["page"]
+            for attempt in range(1, attempts + 1):
+                page.console_lines.clear()
+                try:
+                    test(*args, **kwargs)
+                    return
+                except Exception:
+                    changed = any("ERR_NETWORK_CHANGED" in line for line in page.console_lines)
+                    if attempt == attempts or not changed:
+                        if on_failure is not None:
+                            on_failure(page)
+                        raise
+                    warnings.warn(
+                        f"{test.__name__}: Chromium reported ERR_NETWORK_CHANGED (interfaces "
+                        f"changed on this machine); running the test again "
+                        f"({attempt + 1}/{attempts})",
+                        stacklevel=1,
+                    )
+
+        return run
+
+    return decorate

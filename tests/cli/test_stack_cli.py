@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import make_repo
 from stack_fixtures import free_port
 
 
@@ -71,16 +72,6 @@ def test_an_unknown_tier_is_named_with_the_choices(
     assert not (tmp_path / "home").exists()
 
 
-def _git_repo(path: Path) -> Path:
-    path.mkdir()
-    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=path, check=True)
-    (path / "a.txt").write_text("a\n")
-    subprocess.run([*git, "add", "-A"], cwd=path, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], cwd=path, check=True)
-    return path
-
-
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -93,7 +84,7 @@ def _git_repo(path: Path) -> Path:
 def test_a_bad_repository_is_refused_before_anything_is_submitted(
     tmp_path: Path, case: str, expected: str
 ) -> None:
-    repo = _git_repo(tmp_path / "project")
+    repo = make_repo(tmp_path / "project")
     (tmp_path / "plain-folder").mkdir()
     task = {
         "missing": f"repo: {tmp_path / 'nowhere'}\nprompt: hi\n",
@@ -112,7 +103,7 @@ def test_a_bad_repository_is_refused_before_anything_is_submitted(
 
 
 def test_a_good_repository_goes_on_to_the_server(tmp_path: Path) -> None:
-    repo = _git_repo(tmp_path / "project")
+    repo = make_repo(tmp_path / "project")
     out = conductor(tmp_path / "home", "run", "--prompt", "hi", "--repo", str(repo))
     assert out.returncode == 2
     assert "not running" in out.stderr
@@ -122,9 +113,27 @@ def test_a_good_repository_goes_on_to_the_server(tmp_path: Path) -> None:
 def test_a_repository_git_will_not_read_here_is_left_to_the_worker(tmp_path: Path) -> None:
     # The docker tier's repositories belong to the agents' uid: git on the host calls them
     # "dubious ownership"; that is not bad input, so the submission goes on (to the server).
-    repo = _git_repo(tmp_path / "project")
+    repo = make_repo(tmp_path / "project")
     for path in [repo, *repo.rglob("*")]:
         os.lchown(path, 12345, 12345)
     out = conductor(tmp_path / "home", "run", "--prompt", "hi", "--repo", str(repo))
     assert out.returncode == 2
     assert "not running" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("tier", ["standalone", "docker"])
+def test_agents_scale_goes_to_the_tier_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tier: str
+) -> None:
+    from claude_conductor.cli._common import invoke
+    from claude_conductor.cli.main import app
+    from claude_conductor.tiers import docker, standalone
+
+    calls: list[tuple[str, int]] = []
+    for name, module in (("standalone", standalone), ("docker", docker)):
+        monkeypatch.setattr(
+            module, "scale_agents", lambda _s, n, _name=name: calls.append((_name, n)) or "ok"
+        )
+    monkeypatch.setenv("CONDUCTOR_HOME", str(tmp_path / "home"))
+    assert invoke(app, ["agents", "scale", "3", "--tier", tier]) == 0
+    assert calls == [(tier, 3)]

@@ -9,17 +9,15 @@ and followed to ``succeeded``) needs the standalone stack; it lives with the tie
 
 from __future__ import annotations
 
-import functools
 import re
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claude_conductor.settings import ConductorSettings
-from helpers import CHROMIUM_ARGS
+from helpers import CHROMIUM_ARGS, network_change_retried
 from helpers import chromium as _chromium
 from helpers import settled as _settled_in
 from helpers import shot as _shot
@@ -30,7 +28,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 PASSWORD = "correct horse battery"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 WAIT_MS = 30_000
-_ATTEMPTS = 3
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 expect = sync_api.expect
@@ -101,34 +98,7 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         context.close()
 
 
-def _network_change_retried(test: Callable[..., None]) -> Callable[..., None]:
-    """Run the test again (at most twice) when, and only when, Chromium aborted requests with
-    ERR_NETWORK_CHANGED. Chromium does that whenever a network interface appears or goes on
-    the machine (Docker creating bridges and veths for other tests or other work), even for
-    loopback traffic. Every test starts from a fresh page load, so running it again is sound."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        page = kwargs["page"]
-        for attempt in range(1, _ATTEMPTS + 1):
-            page.console_lines.clear()
-            try:
-                test(*args, **kwargs)
-                return
-            except Exception:
-                changed = any("ERR_NETWORK_CHANGED" in line for line in page.console_lines)
-                if attempt == _ATTEMPTS or not changed:
-                    raise
-                warnings.warn(
-                    f"{test.__name__}: Chromium reported ERR_NETWORK_CHANGED (interfaces changed "
-                    f"on this machine); running the test again ({attempt + 1}/{_ATTEMPTS})",
-                    stacklevel=1,
-                )
-
-    return run
-
-
-@_network_change_retried
+@network_change_retried()
 def test_sign_in_refuses_a_wrong_password_then_shows_the_overview(
     page: Any, protected_url: str
 ) -> None:
@@ -147,7 +117,7 @@ def test_sign_in_refuses_a_wrong_password_then_shows_the_overview(
     assert _shot(page, "overview").stat().st_size > 10_000
 
 
-@_network_change_retried
+@network_change_retried()
 def test_a_deep_link_survives_signing_in(page: Any, protected_url: str, seeded: Any) -> None:
     page.goto(f"{protected_url}/tasks?task={seeded.ok_id}")
     expect(page.get_by_label("Password", exact=True)).to_be_visible()
@@ -157,7 +127,7 @@ def test_a_deep_link_survives_signing_in(page: Any, protected_url: str, seeded: 
     expect(page.get_by_role("heading", name="Rename foo to bar")).to_be_visible()
 
 
-@_network_change_retried
+@network_change_retried()
 def test_task_detail_shows_the_diff(page: Any, protected_url: str, seeded: Any) -> None:
     _sign_in(page, f"{protected_url}/tasks?task={seeded.ok_id}")
     expect(page.get_by_role("heading", name="Rename foo to bar")).to_be_visible()
@@ -187,7 +157,7 @@ def test_task_detail_shows_the_diff(page: Any, protected_url: str, seeded: Any) 
     assert f"task={seeded.failed_id}" in page.url
 
 
-@_network_change_retried
+@network_change_retried()
 def test_submit_form_shows_errors_next_to_fields_then_opens_the_task(
     page: Any, protected_url: str, tmp_path: Path
 ) -> None:
@@ -220,7 +190,7 @@ def test_submit_form_shows_errors_next_to_fields_then_opens_the_task(
     _shot(page, "submitted-task")
 
 
-@_network_change_retried
+@network_change_retried()
 def test_cancel_a_running_task_from_its_page(page: Any, protected_url: str, seeded: Any) -> None:
     task_id = seeded.make_running("browser-cancel")
     _sign_in(page, f"{protected_url}/tasks?task={task_id}")
@@ -232,7 +202,7 @@ def test_cancel_a_running_task_from_its_page(page: Any, protected_url: str, seed
     _shot(page, "cancelled")
 
 
-@_network_change_retried
+@network_change_retried()
 def test_a_running_task_page_follows_it_to_succeeded(
     page: Any, protected_url: str, seeded: Any
 ) -> None:
@@ -251,7 +221,7 @@ def test_a_running_task_page_follows_it_to_succeeded(
     _shot(page, "succeeded")
 
 
-@_network_change_retried
+@network_change_retried()
 def test_without_a_password_it_opens_and_says_it_is_local_only(page: Any, open_url: str) -> None:
     page.goto(open_url)
     expect(page.get_by_text("Agents online")).to_be_visible()

@@ -139,10 +139,10 @@ def test_public_settings_masks_every_secret(tmp_path: Path) -> None:
         server={"auth_string": "u:p4ss", "api_url": "https://bob:t0ps3cret@prefect.example/api"},
         agent={"extra_env": {"ANTHROPIC_API_KEY": "sk-ant-xyz", "LANG": "C.UTF-8"}},
     )
-    text = repr(forms.public_settings(settings))
+    text = repr(settings.public_dict())
     for secret in ("hunter2", "p4ss", "t0ps3cret", "sk-ant-xyz"):
         assert secret not in text
-    data = forms.public_settings(settings)
+    data = settings.public_dict()
     assert data["agent"]["extra_env"] == {"ANTHROPIC_API_KEY": "********", "LANG": "C.UTF-8"}
     assert data["server"]["api_url"] == "https://********@prefect.example/api"
 

@@ -10,7 +10,6 @@ the repository root (gitignored), plus ``failure.png`` and ``console.txt`` when 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import time
@@ -28,7 +27,7 @@ from claude_conductor.demo.script_steps import stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers import processes, standalone
-from helpers import CHROMIUM_ARGS
+from helpers import CHROMIUM_ARGS, make_repo, network_change_retried
 from helpers import chromium as _chromium
 from helpers import claude_pids_for as _claude_pids_for
 from helpers import git as _git
@@ -45,7 +44,6 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 WAIT_MS = 30_000
 CANCEL_GRACE_SECONDS = 30
 RUN_MS = 150_000  # a real agent run on a busy machine: claude start-up, clone, commit
-_ATTEMPTS = 3
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 expect = sync_api.expect
@@ -86,12 +84,7 @@ def stack(
     except Exception as exc:  # pragma: no cover - only without the dev install
         pytest.skip(f"no claude binary: {exc}")
     root = tmp_path_factory.mktemp("dashboard-e2e")
-    repo = root / "project"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "main.py").write_text("print('hi')\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "init")
+    repo = make_repo(root / "project")
     base = make_settings(root / "home", free_port(), agents=2)
     settings = base.model_copy(
         update={
@@ -158,41 +151,15 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         context.close()
 
 
-def _browser_test(test: Callable[..., None]) -> Callable[..., None]:
-    """Save ``failure.png`` and ``console.txt`` when the test fails, and run it again (at most
-    twice) when, and only when, Chromium aborted requests with ERR_NETWORK_CHANGED: it does
-    that whenever a network interface appears or goes on the machine (Docker bridges of other
-    tests), even for loopback traffic. Every test starts from a fresh page load and submits
-    its own tasks, so running it again is sound."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        page = kwargs["page"]
-        for attempt in range(1, _ATTEMPTS + 1):
-            page.console_lines.clear()
-            try:
-                test(*args, **kwargs)
-                return
-            except Exception:
-                changed = any("ERR_NETWORK_CHANGED" in line for line in page.console_lines)
-                if attempt == _ATTEMPTS or not changed:
-                    _save_failure(page)
-                    raise
-                warnings.warn(
-                    f"{test.__name__}: Chromium reported ERR_NETWORK_CHANGED (interfaces changed "
-                    f"on this machine); running the test again ({attempt + 1}/{_ATTEMPTS})",
-                    stacklevel=1,
-                )
-
-    return run
-
-
 def _save_failure(page: Any) -> None:
     (page.shots / "console.txt").write_text("\n".join(page.console_lines), encoding="utf-8")
     try:
         page.screenshot(path=str(page.shots / "failure.png"), full_page=True)
     except Exception as exc:  # the page may be gone; the test's own error matters more
         warnings.warn(f"no failure screenshot: {exc}", stacklevel=1)
+
+
+_browser_test = network_change_retried(on_failure=_save_failure)
 
 
 def _submit(page: Any, *, kind: str, repo: Path, prompt: str) -> str:

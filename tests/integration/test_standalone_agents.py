@@ -28,6 +28,7 @@ from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers import processes, standalone
 from helpers import claude_pids_for as _claude_pids_for
 from helpers import git as _git
+from helpers import make_repo
 from stack_fixtures import free_port, make_settings
 
 pytestmark = pytest.mark.integration
@@ -71,12 +72,7 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory, agent_home: Path) -> I
     except Exception as exc:  # pragma: no cover - only without the dev install
         pytest.skip(f"no claude binary: {exc}")
     root = tmp_path_factory.mktemp("agents-stack")
-    repo = root / "project"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "main.py").write_text("print('hi')\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "init")
+    repo = make_repo(root / "project")
     settings = make_settings(root / "home", free_port(), agents=2)
     with ScriptedModel() as model:
         clean = {

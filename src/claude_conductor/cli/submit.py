@@ -53,8 +53,8 @@ def check_repos(spec: Any) -> None:
     subtasks') exists, is a git repository and has the ref. InputError (exit 2) otherwise."""
     from claude_conductor.workspaces.source import check_local_source
 
-    for task in [spec, *spec.expanded_subtasks()]:
-        check_local_source(task.repo, task.ref)
+    for repo, ref in dict.fromkeys((t.repo, t.ref) for t in [spec, *spec.expanded_subtasks()]):
+        check_local_source(repo, ref)  # each repository and ref once
 
 
 async def _submit(spec: Any, settings: Any, *, wait: bool, quiet: bool) -> Any:

@@ -16,7 +16,7 @@ import time
 
 import streamlit as st
 
-from claude_conductor.dashboard import components, forms
+from claude_conductor.dashboard import components
 from claude_conductor.settings import ConductorSettings
 
 _SIGNED_IN = "conductor_signed_in"
@@ -61,7 +61,7 @@ def _sign_out() -> None:
 
 def _sidebar(settings: ConductorSettings) -> None:
     with st.sidebar:
-        api_url = forms.public_settings(settings)["server"]["api_url"] or settings.server.url
+        api_url = settings.public_dict()["server"]["api_url"] or settings.server.url
         st.caption(f"Prefect API: `{api_url}` · tier: {settings.tier}")
         if settings.dashboard.password is None:
             address = st.get_option("server.address") or "127.0.0.1"

@@ -23,7 +23,6 @@ __all__ = [
     "check_form",
     "check_yaml",
     "export_settings_yaml",
-    "public_settings",
 ]
 
 FORM_FIELDS = (
@@ -137,11 +136,6 @@ def check_yaml(text: str, source: str = "the pasted YAML") -> FormCheck:
             },
         )
     return _check(data, source)
-
-
-def public_settings(settings: ConductorSettings) -> dict[str, Any]:
-    """The settings with every secret masked (``ConductorSettings.public_dict``)."""
-    return settings.public_dict()
 
 
 def export_settings_yaml(settings: ConductorSettings) -> str:

@@ -16,7 +16,7 @@ st.caption(
     "defaults. Secrets are masked and never leave this server."
 )
 
-public = forms.public_settings(settings)
+public = settings.public_dict()
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Effective configuration", divider="gray")
