@@ -141,7 +141,7 @@ _HOW = """## How it was measured
 
 - Conductor: `claude_conductor.tiers.standalone.up` with a temporary home, free loopback ports,
   the tier's defaults otherwise (two process workers, poll 1 s). Tasks are `kind: command`
-  submitted with `claude_conductor.flows.api.submit_task`; the command
+  submitted with `claude_conductor.client.tasks.submit_task`; the command
   `date +%s.%N >> FILE` (FILE outside the repository) marks when the work starts.
 - Stock: `prefect server start` (SQLite, its own `PREFECT_HOME`) and
   `prefect worker start --pool bench-stock --type process` with no other option (the worker

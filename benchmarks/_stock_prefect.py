@@ -22,7 +22,7 @@ from uuid import UUID
 
 from _common import free_port, memory, stop_pids, wait_http
 
-from claude_conductor.tiers.processes import find_processes_with_env as with_env
+from claude_conductor.system.processes import find_processes_with_env as with_env
 
 __all__ = ["MARKER", "POOL", "StockStack", "reap_all"]
 

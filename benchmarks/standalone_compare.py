@@ -57,7 +57,8 @@ from _runs import PHASES, burst, latency
 from _stock_prefect import StockStack, reap_all
 from prefect.client.orchestration import PrefectClient
 
-from claude_conductor.flows.api import submit_task
+from claude_conductor.client.connection import conductor_client
+from claude_conductor.client.tasks import submit_task
 from claude_conductor.models import TaskSpec
 from claude_conductor.settings import (
     ConductorSettings,
@@ -66,7 +67,6 @@ from claude_conductor.settings import (
     WorkerSettings,
 )
 from claude_conductor.tiers import standalone
-from claude_conductor.work_pools.client import conductor_client
 
 STOCK_QUERY_SECONDS = 10.0  # Prefect's default PREFECT_WORKER_QUERY_SECONDS
 

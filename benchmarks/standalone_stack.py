@@ -29,9 +29,9 @@ from typing import Any
 
 from _common import bench_env, free_port, make_repo
 
+from claude_conductor.client.connection import conductor_client
 from claude_conductor.settings import ConductorSettings, ServerSettings, WorkerSettings
 from claude_conductor.tiers import standalone
-from claude_conductor.work_pools.client import conductor_client
 
 
 async def _latencies(settings: ConductorSettings, repo: Path, runs: int) -> list[float]:

@@ -127,7 +127,8 @@ def test_agents_scale_goes_to_the_tier_asked_for(
 ) -> None:
     from claude_conductor.cli._common import invoke
     from claude_conductor.cli.main import app
-    from claude_conductor.tiers import docker, standalone
+    from claude_conductor.tiers.docker import stack as docker
+    from claude_conductor.tiers.standalone import stack as standalone
 
     calls: list[tuple[str, int]] = []
     for name, module in (("standalone", standalone), ("docker", docker)):

@@ -524,7 +524,7 @@ async def _finish_run(api_url: str, task_id: str) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Completed
 
-    from claude_conductor.flows.api import find_run
+    from claude_conductor.client.tasks import find_run
     from claude_conductor.flows.results import publish_result
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):

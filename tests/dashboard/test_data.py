@@ -157,8 +157,8 @@ def test_reads_are_cached_briefly_and_actions_clear_the_cache(
 ) -> None:
     first = data.fetch_tasks(settings)
     spec = TaskSpec(kind="generic", repo="/srv/demo", prompt="Say hello")
+    from claude_conductor.client import tasks as api
     from claude_conductor.dashboard.cache import run_sync
-    from claude_conductor.flows import api
 
     async def submit_behind_the_cache() -> None:
         async with api.api_client(settings) as client:

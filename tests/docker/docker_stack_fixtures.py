@@ -34,8 +34,8 @@ import yaml
 from claude_conductor.demo.project import make_demo_repo
 from claude_conductor.settings import ConductorSettings, load_settings
 from claude_conductor.tiers import docker
-from claude_conductor.tiers.docker_configure import STACK_LABEL
-from claude_conductor.tiers.docker_files import DockerOptions, stack_files
+from claude_conductor.tiers.docker.configure import STACK_LABEL
+from claude_conductor.tiers.docker.files import DockerOptions, stack_files
 
 HOW_TO_GET_DOCKER = (
     "run `bash .ci/docker-setup.sh` as root: it installs Debian's docker.io and Compose v2, "

@@ -11,13 +11,13 @@ import yaml
 
 from claude_conductor.errors import InputError
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers.docker_configure import (
+from claude_conductor.tiers.docker.configure import (
     AgentContainerSpec,
     agent_job_template,
     install_config,
     zombie_automation,
 )
-from claude_conductor.tiers.docker_files import (
+from claude_conductor.tiers.docker.files import (
     SCRIPTED_MODEL_URL,
     DockerOptions,
     compose_argv,

@@ -26,7 +26,8 @@ from claude_conductor.agents.argv import find_claude
 from claude_conductor.demo.script_steps import stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import processes, standalone
+from claude_conductor.system import processes
+from claude_conductor.tiers import standalone
 from helpers import CHROMIUM_ARGS, make_repo, network_change_retried
 from helpers import chromium as _chromium
 from helpers import claude_pids_for as _claude_pids_for

@@ -25,7 +25,8 @@ from claude_conductor.agents.argv import find_claude
 from claude_conductor.demo.script_steps import Request, Step, stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import processes, standalone
+from claude_conductor.system import processes
+from claude_conductor.tiers import standalone
 from helpers import claude_pids_for as _claude_pids_for
 from helpers import git as _git
 from helpers import make_repo
@@ -273,7 +274,7 @@ def test_agent_killed_without_retries_fails_with_a_message(agent_stack: AgentSta
 
 
 def test_queued_tasks_survive_a_restart(agent_stack: AgentStack) -> None:
-    from claude_conductor.work_pools.client import conductor_client, run_sync
+    from claude_conductor.client.connection import conductor_client, run_sync
 
     settings = agent_stack.settings
 

@@ -10,7 +10,8 @@ import yaml
 
 from claude_conductor.errors import InputError
 from claude_conductor.settings import ConductorSettings, ServerSettings, WorkerSettings
-from claude_conductor.tiers import launch, standalone
+from claude_conductor.tiers import standalone
+from claude_conductor.tiers.standalone import launch
 
 
 @pytest.fixture

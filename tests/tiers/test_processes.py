@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import processes
+from claude_conductor.system import processes
 
 STUBBORN = """
 import signal, time, os

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from claude_conductor.tiers import launch
-from claude_conductor.work_pools.client import conductor_client
+from claude_conductor.client.connection import conductor_client
+from claude_conductor.tiers.standalone import launch
 from claude_conductor.work_pools.deployments import DEPLOYMENTS, PULL_STEPS
 from stack_fixtures import Stack
 

@@ -71,7 +71,7 @@ case "$role" in
     exec prefect server database upgrade -y "$@"
     ;;
   configure)
-    exec python -m claude_conductor.tiers.docker_configure configure "$@"
+    exec python -m claude_conductor.tiers.docker.configure configure "$@"
     ;;
   worker)
     # The pool's limit counts runs until they report a final state; the worker's own limit

@@ -13,25 +13,11 @@ __all__ = ["register"]
 
 agents_app = typer.Typer(help="Agent slots: how many tasks run at once.", no_args_is_help=True)
 
-_TIERS = ("standalone", "docker")
 
+def _tier(tier: str | None, settings: Any) -> Any:
+    from claude_conductor.tiers.base import get_tier
 
-def _tier_module(tier: str | None, settings: Any) -> Any:
-    name = tier or settings.tier
-    if name not in _TIERS:
-        raise InputError(
-            f"tier {name!r} cannot be run by this command; use one of {', '.join(_TIERS)} "
-            "(for kubernetes: kubectl apply -k deployments/kubernetes)",
-            field="tier",
-            value=name,
-        )
-    if name == "docker":
-        from claude_conductor.tiers import docker
-
-        return docker
-    from claude_conductor.tiers import standalone
-
-    return standalone
+    return get_tier(tier or settings.tier)
 
 
 def _print_info(info: Any, *, as_json: bool) -> None:
@@ -82,17 +68,17 @@ def up(
 ) -> None:
     """Bring the stack up (idempotent): server, work pools, deployments, workers, dashboard."""
     settings = _common.settings()
-    module = _tier_module(tier, settings)
+    chosen = _tier(tier, settings)
     if agents is not None and agents < 1:
         raise InputError(
             f"--agents {agents}: give at least 1 agent slot", field="agents", value=agents
         )
-    if module.__name__.endswith("docker"):
-        info = module.up(settings, agents, offline_model=offline)
-    else:
-        info = module.up(
-            settings, agents, offline_model=offline, dashboard=False if no_dashboard else None
-        )
+    from claude_conductor.tiers.base import UpOptions
+
+    options = UpOptions(
+        agents=agents, offline_model=offline, dashboard=False if no_dashboard else None
+    )
+    info = chosen.up(settings, options)
     _print_info(info, as_json=as_json)
 
 
@@ -105,11 +91,7 @@ def down(
 ) -> None:
     """Stop everything the stack started (gracefully, then forcefully). History is kept."""
     settings = _common.settings()
-    module = _tier_module(tier, settings)
-    if module.__name__.endswith("docker"):
-        stopped = module.down(settings, remove_volumes=volumes)
-    else:
-        stopped = module.down(settings)
+    stopped = _tier(tier, settings).down(settings, volumes=volumes)
     if as_json:
         _common.print_json([d.model_dump(mode="json") for d in stopped])
         return
@@ -123,7 +105,7 @@ def status(
 ) -> int:
     """Server health, agents (slots, busy), queued and running counts."""
     settings = _common.settings()
-    info = _tier_module(tier, settings).status(settings)
+    info = _tier(tier, settings).status(settings)
     _print_info(info, as_json=as_json)
     if not info.healthy and not as_json:
         flag = f" --tier {info.tier}" if info.tier != "standalone" else ""
@@ -144,8 +126,7 @@ def scale(
             field="agents",
             value=count,
         )
-    module = _tier_module(tier, settings)
-    _common.console.print(str(module.scale_agents(settings, count)))
+    _common.console.print(str(_tier(tier, settings).scale_agents(settings, count)))
 
 
 def register(app: typer.Typer) -> None:

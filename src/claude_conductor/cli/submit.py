@@ -19,7 +19,7 @@ def _ui_url(settings: Any, run_id: Any) -> str:
 
 async def follow(client: Any, run: Any, settings: Any, *, quiet: bool) -> Any:
     """Follow a run to its end; return its TaskResult (or a synthesized one when it has none)."""
-    from claude_conductor.flows.api import task_result, wait_for_run
+    from claude_conductor.client.tasks import task_result, wait_for_run
     from claude_conductor.models import TaskResult, TaskStatus
 
     status = None if quiet else _common.err_console.status(f"{run.name}: submitted")
@@ -58,7 +58,7 @@ def check_repos(spec: Any) -> None:
 
 
 async def _submit(spec: Any, settings: Any, *, wait: bool, quiet: bool) -> Any:
-    from claude_conductor.flows.api import api_client, submit_task
+    from claude_conductor.client.tasks import api_client, submit_task
 
     check_repos(spec)
     async with api_client(settings) as client:

@@ -38,7 +38,7 @@ def run_row(run: Any, result: Any | None) -> dict[str, Any]:
 
 
 async def _list(settings: Any, limit: int) -> list[dict[str, Any]]:
-    from claude_conductor.flows.api import api_client, list_runs
+    from claude_conductor.client.tasks import api_client, list_runs
     from claude_conductor.flows.results import read_results
 
     async with api_client(settings) as client:
@@ -76,7 +76,7 @@ def list_tasks(
 
 async def _show(settings: Any, task_id: str, wait: bool, quiet: bool) -> tuple[Any, Any]:
     from claude_conductor.cli.submit import follow
-    from claude_conductor.flows.api import api_client, find_run, task_result
+    from claude_conductor.client.tasks import api_client, find_run, task_result
 
     async with api_client(settings) as client:
         run = await find_run(client, task_id)
@@ -109,7 +109,7 @@ def show(
 
 
 async def _logs(settings: Any, task_id: str) -> list[Any]:
-    from claude_conductor.flows.api import api_client, find_run, read_task_logs
+    from claude_conductor.client.tasks import api_client, find_run, read_task_logs
 
     async with api_client(settings) as client:
         run = await find_run(client, task_id)
@@ -138,7 +138,7 @@ def logs(
 @tasks_app.command("cancel")
 def cancel(task_id: str = typer.Argument(..., help="Task id (or flow run id).")) -> None:
     """Cancel a queued or running task; its agent is stopped."""
-    from claude_conductor.flows.api import api_client, cancel_task
+    from claude_conductor.client.tasks import api_client, cancel_task
 
     async def go() -> Any:
         async with api_client(_common.settings()) as client:
@@ -157,7 +157,7 @@ def retry(
     """Run a finished task again as a new task (same spec, new id and branch)."""
     from claude_conductor.cli.run import render_result
     from claude_conductor.cli.submit import follow
-    from claude_conductor.flows.api import api_client, retry_task
+    from claude_conductor.client.tasks import api_client, retry_task
 
     async def go() -> tuple[Any, Any, Any]:
         settings = _common.settings()

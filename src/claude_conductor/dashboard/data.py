@@ -29,6 +29,7 @@ from prefect.client.schemas.objects import FlowRun, Log, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from pydantic import ValidationError
 
+from claude_conductor.client import tasks as api
 from claude_conductor.dashboard.cache import cached, clear_cache, run_sync
 from claude_conductor.dashboard.transcript import (
     FileDiff,
@@ -39,7 +40,6 @@ from claude_conductor.dashboard.transcript import (
     transcript_from_jsonl,
     transcript_from_log_messages,
 )
-from claude_conductor.flows import api
 from claude_conductor.flows.results import read_result, read_results, report_key
 from claude_conductor.models import TaskResult, TaskSpec
 from claude_conductor.settings import ConductorSettings

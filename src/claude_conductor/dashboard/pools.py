@@ -17,10 +17,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
+from claude_conductor.client import tasks as api
 from claude_conductor.dashboard.cache import cached, clear_cache
 from claude_conductor.dashboard.data import task_row, utc_timestamp
-from claude_conductor.errors import ConductorError
-from claude_conductor.flows import api
 from claude_conductor.settings import ConductorSettings
 
 __all__ = ["AgentsView", "fetch_agents", "scale"]
@@ -160,21 +159,12 @@ def fetch_agents(settings: ConductorSettings) -> AgentsView:
 
 
 def scale(settings: ConductorSettings, agents: int) -> str:
-    """Set the number of agent slots (standalone tier). ConductorError saying why not."""
-    if settings.tier != "standalone":
-        raise ConductorError(
-            f"scaling from the dashboard works on the standalone tier; this is the "
-            f"{settings.tier} tier: scale its agent deployment instead "
-            "(`docker compose up --scale agent=N` or `kubectl scale deployment/conductor-agent`)"
-        )
+    """Set the number of agent slots on the configured tier. ConductorError saying why not."""
+    from claude_conductor.tiers.base import get_tier
+
+    tier = get_tier(settings.tier)
     try:
-        from claude_conductor.tiers.standalone import scale_agents
-    except ImportError as exc:
-        raise ConductorError(
-            "scaling needs claude_conductor.tiers.standalone, which this build does not have"
-        ) from exc
-    try:
-        outcome = scale_agents(settings, agents)
+        outcome = tier.scale_agents(settings, agents)
     finally:
         clear_cache()
     return str(outcome) if outcome else f"agent slots set to {agents}"

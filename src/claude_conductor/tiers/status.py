@@ -19,7 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field
 
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import processes
+from claude_conductor.system import processes
 
 __all__ = [
     "DaemonStatus",

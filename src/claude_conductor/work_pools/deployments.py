@@ -26,8 +26,8 @@ from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, ConfigDict, Field
 
+from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.work_pools.client import conductor_client, run_sync
 from claude_conductor.work_pools.pools import DEFAULT_QUEUE, PoolKind, pool_name
 
 __all__ = [

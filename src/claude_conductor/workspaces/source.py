@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claude_conductor.errors import InputError, WorkspaceError
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.system.locks import file_lock
 from claude_conductor.workspaces.git import redact, run_git, try_git
-from claude_conductor.workspaces.locks import file_lock
 
 __all__ = [
     "CLONE_TIMEOUT_SECONDS",

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from claude_conductor.errors import WorkspaceError
 from claude_conductor.models import DiffStats, TaskSpec
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.system.locks import file_lock
 from claude_conductor.workspaces.git import run_git, run_git_bytes, try_git
-from claude_conductor.workspaces.locks import file_lock
 from claude_conductor.workspaces.source import SourceRepo
 
 __all__ = [

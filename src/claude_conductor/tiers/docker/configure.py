@@ -1,5 +1,5 @@
 """The docker tier's ``configure`` step, run inside the compose stack once the Prefect server is
-healthy (``conductor-entrypoint configure``, i.e. ``python -m claude_conductor.tiers.docker_configure
+healthy (``conductor-entrypoint configure``, i.e. ``python -m claude_conductor.tiers.docker.configure
 configure``): install the stack's config file into the Conductor home volume, create or update
 the agent pool (docker type, Conductor's template filled in with this stack's image, network,
 volumes and limits), the coordinator pool, the queues, the deployments, and the automation that
@@ -33,10 +33,10 @@ from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from claude_conductor.client.connection import conductor_client
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings, config_path, load_settings
 from claude_conductor.work_pools import pools
-from claude_conductor.work_pools.client import conductor_client
 from claude_conductor.work_pools.deployments import apply_deployments
 
 __all__ = [
@@ -333,7 +333,7 @@ async def configure(settings: ConductorSettings, spec: AgentContainerSpec) -> li
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m claude_conductor.tiers.docker_configure",
+        prog="python -m claude_conductor.tiers.docker.configure",
         description="Configure a docker-tier stack (run by the stack's `configure` service).",
     )
     parser.add_argument("command", choices=["configure"])

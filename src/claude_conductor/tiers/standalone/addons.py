@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import launch, processes
+from claude_conductor.system import processes
+from claude_conductor.tiers.standalone import launch
 
 __all__ = [
     "DASHBOARD",

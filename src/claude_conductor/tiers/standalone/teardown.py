@@ -21,10 +21,11 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
+from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import launch, processes
+from claude_conductor.system import processes
+from claude_conductor.tiers.standalone import launch
 from claude_conductor.tiers.status import DaemonStatus
-from claude_conductor.work_pools.client import conductor_client, run_sync
 
 __all__ = [
     "INTERRUPTED_MESSAGE",

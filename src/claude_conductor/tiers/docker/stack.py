@@ -1,7 +1,7 @@
 """The docker tier from this machine: ``conductor up --tier docker`` and ``down --tier docker``
 wrap ``docker compose`` on ``deployments/docker/compose.yaml``.
 
-``up`` writes the stack's files (``docker_files``), runs ``docker compose up -d --wait``, waits
+``up`` writes the stack's files (``files``), runs ``docker compose up -d --wait``, waits
 until both workers poll, and points this machine's Conductor at the stack (``<home>/config.yaml``
 gets the tier, the API URL through nginx and its credentials, mode 0600), so
 ``conductor run task.yaml --wait`` submits there. Running ``up`` again brings the stack up to date
@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings, config_path
-from claude_conductor.tiers.docker_configure import STACK_LABEL
-from claude_conductor.tiers.docker_files import (
+from claude_conductor.tiers.docker.configure import STACK_LABEL
+from claude_conductor.tiers.docker.files import (
     DOCKER_HINT,
     DockerOptions,
     StackFiles,
@@ -45,7 +46,6 @@ from claude_conductor.tiers.docker_files import (
     write_stack_files,
 )
 from claude_conductor.tiers.status import DaemonStatus, ScaleResult, StackInfo, read_stack_status
-from claude_conductor.work_pools.client import conductor_client, run_sync
 
 __all__ = ["agent_containers", "compose", "down", "scale_agents", "status", "up"]
 
@@ -328,7 +328,7 @@ def status(settings: ConductorSettings, opts: DockerOptions | None = None) -> St
 async def _hold_and_crash(settings: ConductorSettings, opts: DockerOptions, grace: float) -> int:
     from prefect.client.schemas.actions import WorkPoolUpdate
 
-    from claude_conductor.tiers.teardown import crash_leftover_runs
+    from claude_conductor.tiers.standalone.teardown import crash_leftover_runs
 
     async with conductor_client(settings) as client:
         await client.update_work_pool(settings.worker.pool, WorkPoolUpdate(is_paused=True))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers.docker_configure import AgentContainerSpec
+from claude_conductor.tiers.docker.configure import AgentContainerSpec
 
 __all__ = [
     "DOCKER_HINT",
@@ -144,7 +144,7 @@ def docker_options(env: Mapping[str, str] | None = None) -> DockerOptions:
 def find_compose_dir(opts: DockerOptions) -> Path:
     """The folder with compose.yaml: the option, else deployments/docker of this checkout."""
     candidates = [opts.compose_dir] if opts.compose_dir else []
-    candidates.append(Path(__file__).resolve().parents[3] / "deployments" / "docker")
+    candidates.append(Path(__file__).resolve().parents[4] / "deployments" / "docker")
     for folder in candidates:
         if folder is not None and (folder / "compose.yaml").is_file():
             return folder.resolve()

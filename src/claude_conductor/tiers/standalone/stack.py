@@ -18,9 +18,11 @@ from pathlib import Path
 import yaml
 from prefect.client.schemas.objects import StateType
 
+from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import addons, launch, processes, teardown
+from claude_conductor.system import processes
+from claude_conductor.tiers.standalone import addons, launch, teardown
 from claude_conductor.tiers.status import (
     DaemonStatus,
     ScaleResult,
@@ -29,7 +31,6 @@ from claude_conductor.tiers.status import (
     read_pool_status,
     read_stack_status,
 )
-from claude_conductor.work_pools.client import conductor_client, run_sync
 from claude_conductor.work_pools.deployments import apply_deployments
 from claude_conductor.work_pools.pools import ensure_pools, pool_name, set_agent_slots
 
