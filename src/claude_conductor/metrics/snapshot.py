@@ -7,6 +7,7 @@ import bisect
 from collections import Counter, defaultdict
 from datetime import datetime
 
+from prometheus_client.utils import floatToGoString
 from pydantic import BaseModel, ConfigDict, Field
 
 from claude_conductor.metrics.records import TaskRecord
@@ -85,7 +86,7 @@ class HistogramData(_Frozen):
         out, running = [], 0
         for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += n
-            out.append(("+Inf" if bound == float("inf") else f"{bound:g}", running))
+            out.append((floatToGoString(bound), running))
         return out
 
 
