@@ -86,7 +86,7 @@ class HistogramData(_Frozen):
         out, running = [], 0
         for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += n
-            out.append((floatToGoString(bound), running))
+            out.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
         return out
 
 
