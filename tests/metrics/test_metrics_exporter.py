@@ -3,6 +3,7 @@ and the CLI's errors for bad options."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -100,3 +101,18 @@ def test_bad_options_are_one_line_and_exit_2() -> None:
     assert out.returncode == 2
     assert "--cost-budget-usd-per-hour -3.0" in out.stderr and "positive" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_unreachable_api_is_reported_without_the_urls_password() -> None:
+    secret_url = "http://bob:s3cret-pw@127.0.0.1:9/api"  # port 9: nothing listens
+    out = subprocess.run(
+        [sys.executable, "-m", "claude_conductor.cli.main", "metrics", "show", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CONDUCTOR_API_URL": secret_url},
+    )
+    assert out.returncode == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["api_up"] is False and "not running" in doc["error"]
+    assert "s3cret-pw" not in out.stdout + out.stderr

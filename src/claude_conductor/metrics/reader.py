@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
@@ -33,7 +34,7 @@ from claude_conductor.flows.api import api_client
 from claude_conductor.flows.results import read_results
 from claude_conductor.metrics.records import record_of
 from claude_conductor.metrics.snapshot import FleetSnapshot, PoolGauges, Tally
-from claude_conductor.settings import ConductorSettings
+from claude_conductor.settings import MASK, ConductorSettings, strip_url_credentials
 from claude_conductor.tiers.status import read_pool_status
 from claude_conductor.work_pools.pools import PRIORITY_QUEUES, PoolKind, pool_name
 
@@ -46,6 +47,11 @@ _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CA
 _ROLES: tuple[PoolKind, ...] = ("agents", "coordinators")
 #: Finished runs are re-read this far behind the newest end time seen (late state writes).
 OVERLAP = timedelta(minutes=2)
+
+
+def _masked(text: str) -> str:
+    """No ``user:password@`` of an API URL in what is shown or logged."""
+    return strip_url_credentials(text, MASK)
 
 
 def _conductor() -> FlowRunFilterTags:
@@ -64,7 +70,7 @@ class FleetReader:
     async def refresh(self, *, history: bool = True) -> FleetSnapshot:
         """Read the API once; an unreachable API gives ``api_up=False`` and the last counters."""
         now = datetime.now(UTC)
-        base = {"taken_at": now, "api_url": self.settings.server.url}
+        base = {"taken_at": now, "api_url": _masked(self.settings.server.url)}
         try:
             async with api_client(self.settings) as client:
                 pools = [
@@ -81,15 +87,10 @@ class FleetReader:
                 if history:
                     await self._read_finished(client)
         except (ConductorError, OSError) as exc:
-            return FleetSnapshot(api_up=False, error=str(exc), **base, **self.tally.parts())
+            return self._down(str(exc), base)
         except Exception as exc:  # an API answering errors is down for our purposes
-            logger.warning("reading the Prefect API failed: %s", exc)
-            return FleetSnapshot(
-                api_up=False,
-                error=f"{type(exc).__name__}: {exc}",
-                **base,
-                **self.tally.parts(),
-            )
+            logger.warning("reading the Prefect API failed: %s", _masked(str(exc)))
+            return self._down(f"{type(exc).__name__}: {exc}", base)
         return FleetSnapshot(
             api_up=True,
             pools=pools,
@@ -98,6 +99,9 @@ class FleetReader:
             **base,
             **self.tally.parts(),
         )
+
+    def _down(self, error: str, base: dict[str, Any]) -> FleetSnapshot:
+        return FleetSnapshot(api_up=False, error=_masked(error), **base, **self.tally.parts())
 
     async def _read_finished(self, client: PrefectClient) -> None:
         began = datetime.now(UTC)
