@@ -145,6 +145,11 @@ class ConductorSettings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Console logs of Conductor's processes: text, or json (one object a line, "
+        "task and flow-run ids on every line of a task) for Loki or another log shipper.",
+    )
 
     @classmethod
     def settings_customise_sources(

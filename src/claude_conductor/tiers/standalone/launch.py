@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from claude_conductor.logging_json import prefect_logging_env
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.work_pools.pools import PoolKind, pool_name
 
@@ -92,6 +93,7 @@ def _base(base_env: Mapping[str, str], settings: ConductorSettings) -> dict[str,
             STACK_MARKER: str(settings.home),
         }
     )
+    env.update(prefect_logging_env(settings))  # JSON log lines when log_format is json
     return env
 
 
