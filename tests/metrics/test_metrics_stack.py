@@ -37,13 +37,15 @@ from metrics_support import (
 )
 
 from claude_conductor.agents.argv import find_claude
+from claude_conductor.client.connection import run_sync
+from claude_conductor.client.tasks import api_client, find_run, submit_task
 from claude_conductor.demo.script_steps import error, stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
-from claude_conductor.flows.api import api_client, find_run, submit_task
 from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers import launch, processes, standalone
-from claude_conductor.work_pools.client import run_sync
+from claude_conductor.system import processes
+from claude_conductor.tiers import standalone
+from claude_conductor.tiers.standalone import launch
 from helpers import make_repo
 from stack_fixtures import free_port, make_settings
 

@@ -78,8 +78,8 @@ def show(
     ),
 ) -> int:
     """Print the numbers the exporter serves, read once."""
+    from claude_conductor.client.connection import run_sync
     from claude_conductor.metrics import snapshot
-    from claude_conductor.work_pools.client import run_sync
 
     settings = _common.settings()
     snap = run_sync(snapshot(settings, history=not gauges_only))

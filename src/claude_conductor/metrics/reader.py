@@ -29,8 +29,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
+from claude_conductor.client.tasks import api_client
 from claude_conductor.errors import ConductorError
-from claude_conductor.flows.api import api_client
 from claude_conductor.flows.results import read_results
 from claude_conductor.metrics.records import record_of
 from claude_conductor.metrics.snapshot import FleetSnapshot, PoolGauges, Tally
