@@ -57,7 +57,7 @@ class ClusterSpec(BaseModel):
                 value=mode,
             )
         return cls(
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             namespace=env.get("CONDUCTOR_K8S_NAMESPACE", "claude-conductor"),
             image=env.get("CONDUCTOR_IMAGE", "claude-conductor:0.1.0"),
             model_url=env.get("CONDUCTOR_MODEL_URL", "https://api.anthropic.com"),
