@@ -1,7 +1,7 @@
 """``conductor deploy kubernetes``: render or apply an overlay of ``deployments/kubernetes``.
 
-    conductor deploy kubernetes --overlay dev --render > stack.yaml   # no cluster needed
-    conductor deploy kubernetes --overlay prod                        # kubectl apply -k
+conductor deploy kubernetes --overlay dev --render > stack.yaml   # no cluster needed
+conductor deploy kubernetes --overlay prod                        # kubectl apply -k
 """
 
 from __future__ import annotations
