@@ -1,0 +1,111 @@
+"""Fixtures of the Kubernetes tier's tests: kubectl (for ``kubectl kustomize``, which renders
+offline) and the rendered overlays, once per session.
+
+No API server can run on these machines (see the emulated end-to-end test), so manifests are
+judged offline: strict schema validation (kubernetes-validate), a policy scanner (checkov) and
+the project's own checks. Without kubectl the tests skip and say how to get it; under CI (``CI``
+set) they fail instead, because CI's machine has it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TREE = REPO / "deployments" / "kubernetes"
+RESTORE_JOB = TREE / "restore" / "restore-job.yaml"
+
+
+def need(condition: bool, message: str) -> None:
+    """Skip (or, under CI, fail) when infrastructure is missing."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the kubernetes tests, but {message}")
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered variant of the tree: its name, YAML text and objects."""
+
+    name: str
+    text: str
+    docs: list[dict[str, Any]]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.of_kind(kind) if d["metadata"]["name"] == name]
+        assert found, f"{self.name}: no {kind}/{name}"
+        return found[0]
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    need(
+        path is not None,
+        "kubectl is not installed (it renders the kustomize tree offline): install the "
+        "`kubectl` package (Kubernetes' apt repository) or any kubectl >= 1.27 on PATH",
+    )
+    assert path is not None
+    return path
+
+
+def _kustomize(kubectl: str, path: Path) -> str:
+    proc = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def _with_components(tmp: Path, overlay: str, components: list[str]) -> Path:
+    """A kustomization that adds components to an overlay (as a user would in the overlay)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(TREE, tmp)
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "claude-conductor",
+                "resources": [f"{rel}/overlays/{overlay}"],
+                "components": [f"{rel}/components/{c}" for c in components],
+            }
+        )
+    )
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def rendered(kubectl: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
+    """dev, prod, prod with the Job-per-task component, dev with the HPA alternative to KEDA."""
+    tmp = tmp_path_factory.mktemp("kustomize")
+    sources = {
+        "dev": TREE / "overlays" / "dev",
+        "prod": TREE / "overlays" / "prod",
+        "prod-jobs": _with_components(tmp / "prod-jobs", "prod", ["job-per-task"]),
+        "dev-hpa": _with_components(tmp / "dev-hpa", "dev", ["hpa-queue-depth"]),
+    }
+    out: dict[str, Rendered] = {}
+    for name, path in sources.items():
+        text = _kustomize(kubectl, path)
+        out[name] = Rendered(name, text, [d for d in yaml.safe_load_all(text) if d])
+    restore = RESTORE_JOB.read_text()
+    out["restore"] = Rendered("restore", restore, [d for d in yaml.safe_load_all(restore) if d])
+    return out
