@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prefect.client.schemas.objects import StateType
-
 from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError
@@ -33,7 +31,12 @@ from claude_conductor.tiers.status import (
     read_stack_status,
 )
 from claude_conductor.work_pools.deployments import apply_deployments
-from claude_conductor.work_pools.pools import ensure_pools, pool_name, set_agent_slots
+from claude_conductor.work_pools.pools import (
+    BUSY_STATE_TYPES,
+    ensure_pools,
+    pool_name,
+    set_agent_slots,
+)
 
 __all__ = ["down", "scale_agents", "status", "up"]
 
@@ -44,7 +47,7 @@ _WORKERS: tuple[tuple[str, launch.WorkerKind], ...] = (
     (launch.AGENT_WORKER, "agents"),
     (launch.COORDINATOR_WORKER, "coordinators"),
 )
-_ACTIVE_TYPES = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+_ACTIVE_TYPES = list(BUSY_STATE_TYPES)
 
 
 # -- up ----------------------------------------------------------------------------------
