@@ -29,7 +29,7 @@ import filelock
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from claude_conductor.errors import ConductorError
+from claude_conductor.errors import ConductorError, DaemonError
 from claude_conductor.settings import ConductorSettings
 
 __all__ = [
@@ -62,16 +62,6 @@ _SECOND_SIGTERM_AFTER_SECONDS = 1.0
 _AFTER_KILL_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class DaemonError(ConductorError):
-    """A daemon could not be started, or did not become ready."""
-
-    def __init__(self, message: str, *, name: str, log_tail: str = "") -> None:
-        tail = log_tail.strip()
-        super().__init__(message + (f"\n--- last lines of its log ---\n{tail}" if tail else ""))
-        self.name = name
-        self.log_tail = log_tail
 
 
 class Daemon(BaseModel):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from claude_conductor.errors import InputError, WorkspaceError
+from claude_conductor.errors import InputError, RepoUnreadableError, WorkspaceError
 from claude_conductor.git_urls import is_git_url
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system.locks import file_lock
@@ -103,7 +103,7 @@ def check_local_source(repo: str, ref: str | None) -> None:
     except InputError as exc:
         # Git may refuse to read a repository owned by another user here (the docker tier's
         # repositories belong to the agents' uid): only the worker can tell then.
-        if "git cannot use repo" not in str(exc):
+        if not isinstance(exc, RepoUnreadableError):
             raise
         logger.info("not checked before submitting: %s", exc)
 
@@ -146,7 +146,7 @@ def _repository_top(path: Path, repo: str, shown: str) -> Path:
                 field="repo",
                 value=repo,
             )
-        raise InputError(
+        raise RepoUnreadableError(
             f"git cannot use repo {shown} ({_first_line(probe.stderr)}): fix that, "
             "or point repo at another repository",
             field="repo",
