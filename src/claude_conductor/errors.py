@@ -11,7 +11,7 @@ and say the fix; fields carry the same facts for code. Callers match classes, ne
     ├── AgentError                  the agent could not start or misbehaved (agent_exit_code)
     │   └── flows.task_flow.AgentCrashed    it died without a result: worth a retry
     ├── DaemonError                 a stack process did not start or get ready (name, log_tail)
-    └── dashboard.cache.ApiTimeoutError     the Prefect API did not answer in time
+    └── ApiTimeoutError             the Prefect API did not answer in time
 
 Every error pickles with its fields (they cross process boundaries in Prefect): ``__reduce__``
 rebuilds the instance without calling ``__init__`` again.
@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "AgentError",
+    "ApiTimeoutError",
     "ConductorError",
     "DaemonError",
     "InputError",
@@ -123,3 +124,7 @@ class DaemonError(ConductorError):
         super().__init__(message + (f"\n--- last lines of its log ---\n{tail}" if tail else ""))
         self.name = name
         self.log_tail = log_tail
+
+
+class ApiTimeoutError(ConductorError):
+    """The Prefect API did not answer in time."""
