@@ -44,6 +44,7 @@ __all__ = [
     "PoolKind",
     "PriorityQueue",
     "TemplateKind",
+    "busy_filter",
     "count_busy",
     "ensure_agent_pool",
     "ensure_coordinator_pool",

@@ -32,7 +32,6 @@ from claude_conductor.tiers.status import (
 )
 from claude_conductor.work_pools.deployments import apply_deployments
 from claude_conductor.work_pools.pools import (
-    BUSY_STATE_TYPES,
     ensure_pools,
     pool_name,
     set_agent_slots,
@@ -47,7 +46,6 @@ _WORKERS: tuple[tuple[str, launch.WorkerKind], ...] = (
     (launch.AGENT_WORKER, "agents"),
     (launch.COORDINATOR_WORKER, "coordinators"),
 )
-_ACTIVE_TYPES = list(BUSY_STATE_TYPES)
 
 
 # -- up ----------------------------------------------------------------------------------
