@@ -103,3 +103,13 @@ def test_a_broken_file_is_one_clear_error(tmp_path: Path) -> None:
     config_file.config_path(tmp_path).write_text("- a list\n")
     with pytest.raises(InputError, match="expected a mapping"):
         config_file.read_config(tmp_path)
+
+
+@pytest.mark.parametrize("args", [("config", "import"), ("config", "import", "-")])
+def test_import_with_nothing_to_read_is_a_usage_error(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    out = conductor(tmp_path / "h", *args, stdin="")
+    assert out.returncode == 2, out.stderr
+    assert "missing FILE" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "h").exists()

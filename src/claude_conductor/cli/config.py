@@ -6,9 +6,10 @@ target from its own environment or secret store.
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import typer
@@ -59,11 +60,11 @@ def _read_yaml(path: Path) -> Any:
     return config_file.load_document(str(path), sys.stdin)
 
 
-def import_config(source: Path | str, home: Path) -> dict[str, Any]:
+def import_config(source: Path | str, home: Path, stdin: TextIO | None = None) -> dict[str, Any]:
     """Validate ``source`` (a file, or ``-`` for standard input) and merge it into
     ``home/config.yaml``; returns the merged document."""
     shown = "<stdin>" if str(source) == "-" else str(source)
-    data = config_file.load_document(str(source), sys.stdin)
+    data = config_file.load_document(str(source), stdin or sys.stdin)
     validate_config_data(data, shown)
     return config_file.merge_config(home, data or {})
 
@@ -118,17 +119,19 @@ def import_(
     """Merge exported settings into this setup's config file (kept at mode 0600)."""
     from claude_conductor.settings import config_path, default_home
 
-    if file is None:
-        if sys.stdin is None or sys.stdin.isatty():
+    if file is None or file == "-":
+        piped = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        if not piped.strip():
             raise click.UsageError(
-                "give the FILE to import, `-` for standard input, or pipe one in "
-                "(`conductor config import < config.backup.yaml`)"
+                "missing FILE: give the file to import, or pipe one in "
+                "(`conductor config import < config.backup.yaml`, or `... | conductor config "
+                "import -`); nothing came on standard input"
             )
-        file = "-"
+        import_config("-", default_home(), io.StringIO(piped))
+        _common.console.print(f"imported standard input into {config_path()}")
+        return
     import_config(file, default_home())
-    _common.console.print(
-        f"imported {'standard input' if file == '-' else file} into {config_path()}"
-    )
+    _common.console.print(f"imported {file} into {config_path()}")
 
 
 def register(app: typer.Typer) -> None:
