@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from claude_conductor.client.deployments import register_deployments
 from claude_conductor.settings import ConductorSettings, ServerSettings, WorkerSettings
 from claude_conductor.tiers import standalone
 from claude_conductor.tiers.status import StackInfo
-from claude_conductor.work_pools.deployments import DeploymentDef, register_deployments
+from claude_conductor.work_pools.deployments import DeploymentDef
 
 STACKFLOWS = Path(__file__).parent / "tiers" / "stackflows"
 SLEEPY = DeploymentDef(

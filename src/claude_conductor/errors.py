@@ -1,16 +1,45 @@
-"""Conductor's error tree. Messages say what failed, show the value, and say the fix."""
+"""Conductor's error tree, arranged by what failed. Messages say what failed, show the value,
+and say the fix; fields carry the same facts for code. Callers match classes, never text.
+
+    ConductorError                  anything Conductor raises on purpose (exit 1)
+    ├── InputError                  what the user gave is unusable (exit 2, nothing created)
+    │   ├── TaskFileError           a task file: missing, not YAML, not a valid task (path)
+    │   ├── NotFoundError           an id or name that does not exist (a task, a run)
+    │   ├── RepoUnreadableError     git cannot read the repository here (another owner...)
+    │   └── ServerNotRunningError   the Prefect API does not answer (url)
+    ├── WorkspaceError              a git operation on a workspace (stderr_tail)
+    ├── AgentError                  the agent could not start or misbehaved (agent_exit_code)
+    │   └── flows.task_flow.AgentCrashed    it died without a result: worth a retry
+    ├── DaemonError                 a stack process did not start or get ready (name, log_tail)
+    └── ApiTimeoutError             the Prefect API did not answer in time
+
+Every error pickles with its fields (they cross process boundaries in Prefect): ``__reduce__``
+rebuilds the instance without calling ``__init__`` again.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AgentError",
+    "ApiTimeoutError",
     "ConductorError",
+    "DaemonError",
     "InputError",
     "NotFoundError",
+    "RepoUnreadableError",
     "ServerNotRunningError",
     "TaskFileError",
     "WorkspaceError",
 ]
+
+
+def _restore(cls: type[ConductorError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConductorError(Exception):
@@ -24,6 +53,9 @@ class ConductorError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class InputError(ConductorError):
@@ -47,6 +79,11 @@ class TaskFileError(InputError):
 
 class NotFoundError(InputError):
     """An id or name that does not exist (a task, a run)."""
+
+
+class RepoUnreadableError(InputError):
+    """Git cannot use a repository here (e.g. owned by another user): only the worker that
+    runs the task may be able to."""
 
 
 class ServerNotRunningError(InputError):
@@ -77,3 +114,17 @@ class AgentError(ConductorError):
         super().__init__(message)
         self.agent_exit_code = exit_code
         self.stderr_tail = stderr_tail
+
+
+class DaemonError(ConductorError):
+    """A daemon could not be started, or did not become ready."""
+
+    def __init__(self, message: str, *, name: str, log_tail: str = "") -> None:
+        tail = log_tail.strip()
+        super().__init__(message + (f"\n--- last lines of its log ---\n{tail}" if tail else ""))
+        self.name = name
+        self.log_tail = log_tail
+
+
+class ApiTimeoutError(ConductorError):
+    """The Prefect API did not answer in time."""

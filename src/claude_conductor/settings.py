@@ -8,20 +8,25 @@ ones have short aliases (``CONDUCTOR_HOME``, ``CONDUCTOR_API_URL``, ``CONDUCTOR_
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from claude_conductor import config_file
 from claude_conductor.errors import InputError
+from claude_conductor.redaction import (
+    MASK,
+    SECRET_SETTINGS,
+    is_secret_name,
+    strip_url_credentials,
+)
 
 __all__ = [
     "AgentSettings",
@@ -43,7 +48,8 @@ def default_home() -> Path:
 
 
 def config_path(home: Path | None = None) -> Path:
-    return (home or default_home()) / "config.yaml"
+    """``<home>/config.yaml`` (read and written only through ``claude_conductor.config_file``)."""
+    return config_file.config_path(home or default_home())
 
 
 class AgentSettings(BaseModel):
@@ -160,15 +166,12 @@ class ConductorSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = config_path()
-        sources: list[PydanticBaseSettingsSource] = [
+        return (
             init_settings,
             _AliasEnvSource(settings_cls),
             env_settings,
-        ]
-        if path.is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
-        return tuple(sources)
+            InitSettingsSource(settings_cls, init_kwargs=config_file.read_config(default_home())),
+        )
 
     # -- paths under home -------------------------------------------------------------
     @property
@@ -213,24 +216,6 @@ class ConductorSettings(BaseSettings):
         return data
 
 
-MASK = "********"
-SECRET_SETTINGS = (("server", "auth_string"), ("dashboard", "password"))
-"""Settings that hold secrets: masked when shown, never exported."""
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL")
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable's name says it holds a secret (``*_API_KEY``, ...)."""
-    upper = name.upper()
-    return any(word in upper for word in _SECRET_WORDS)
-
-
-def strip_url_credentials(url: str, replacement: str = "") -> str:
-    """``https://user:pw@host/api`` -> ``https://<replacement>@host/api`` (or no userinfo)."""
-    return _URL_USERINFO.sub(f"{replacement}@" if replacement else "", url)
-
-
 class _AliasEnvSource(PydanticBaseSettingsSource):
     """Short variable names for the settings people set most."""
 
@@ -271,5 +256,3 @@ def load_settings(**overrides: Any) -> ConductorSettings:
             f"(check CONDUCTOR_{where.upper().replace('.', '__')} and {path})",
             field=where,
         ) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc}); fix or remove the file") from exc

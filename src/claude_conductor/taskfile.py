@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from claude_conductor.errors import TaskFileError
+from claude_conductor.git_urls import is_git_url
 from claude_conductor.models import TASK_KINDS, TaskSpec
 
 __all__ = ["describe_validation_error", "load_task_file", "parse_task"]
@@ -102,12 +103,8 @@ def _resolve_repo_paths(spec: TaskSpec, base: Path) -> TaskSpec:
     subtasks = [_resolve_repo_paths(s, base) for s in spec.subtasks]
     update: dict[str, Any] = {"subtasks": subtasks}
     repo = spec.repo
-    if "repo" in spec.model_fields_set and not _looks_like_url(repo):
+    if "repo" in spec.model_fields_set and not is_git_url(repo):
         path = Path(repo).expanduser()
         update["repo"] = str(path if path.is_absolute() else (base / path).resolve())
     # model_copy keeps model_fields_set, so subtasks still inherit an unset repo.
     return spec.model_copy(update=update)
-
-
-def _looks_like_url(repo: str) -> bool:
-    return "://" in repo or (repo.startswith("git@") and ":" in repo)

@@ -138,3 +138,11 @@ def test_agents_scale_goes_to_the_tier_asked_for(
     monkeypatch.setenv("CONDUCTOR_HOME", str(tmp_path / "home"))
     assert invoke(app, ["agents", "scale", "3", "--tier", tier]) == 0
     assert calls == [(tier, 3)]
+
+
+def test_stop_is_down(tmp_path: Path) -> None:
+    down = conductor(tmp_path / "h", "down", "--json")
+    stop = conductor(tmp_path / "h", "stop", "--json")
+    assert stop.returncode == down.returncode == 0, stop.stderr
+    assert stop.stdout == down.stdout
+    assert "Same as `conductor down`" in conductor(tmp_path / "h", "--help").stdout

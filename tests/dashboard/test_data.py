@@ -181,9 +181,47 @@ def test_a_server_that_is_down_gives_one_clear_error() -> None:
 
 
 def test_scale_outside_standalone_says_how(settings: ConductorSettings) -> None:
+    # The advice is the tier's own (get_tier(...).scaling_advice), and names the compose
+    # service that really starts agent containers (there is no `agent` service to --scale).
     docker = settings.model_copy(update={"tier": "docker"})
-    with pytest.raises(ConductorError, match="docker compose up --scale"):
-        pools.scale(docker, 3)
+    advice = pools.scaling_advice(docker)
+    assert "conductor agents scale N --tier docker" in advice
+    assert "`worker`" in advice and "--scale agent" not in advice
+
+
+def test_status_and_dashboard_count_busy_slots_alike(
+    settings: ConductorSettings, seeded: Any
+) -> None:
+    """A Cancelling run still holds its slot (Prefect counts it): both sides say so."""
+    import asyncio
+
+    from prefect.states import Cancelling
+
+    from claude_conductor.client import tasks as api
+    from claude_conductor.tiers.status import read_pool_status
+
+    pool = "busy-definition"
+
+    async def seed_and_count() -> int:
+        async with api.api_client(settings) as client:
+            from prefect.client.schemas.actions import WorkPoolCreate
+
+            await client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", concurrency_limit=3), overwrite=True
+            )
+            flow_id = await client.create_flow_from_name("conductor-task")
+            deployment = await client.create_deployment(flow_id, "busy", work_pool_name=pool)
+            await client.create_flow_run_from_deployment(
+                deployment, state=Cancelling(), tags=["conductor"]
+            )
+            status = await read_pool_status(client, pool)
+            assert status is not None
+            return status.busy
+
+    status_busy = asyncio.run(seed_and_count())
+    view = pools.fetch_agents(settings)
+    assert status_busy == 1
+    assert view.pools.set_index("pool").loc[pool, "busy"] == status_busy
 
 
 def test_scale_sets_the_pool_slots_through_the_standalone_tier(

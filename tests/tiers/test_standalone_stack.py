@@ -22,11 +22,12 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 
 from claude_conductor.client.connection import conductor_client
+from claude_conductor.client.deployments import register_deployments
 from claude_conductor.errors import InputError
 from claude_conductor.system import processes
 from claude_conductor.tiers import standalone
 from claude_conductor.tiers.standalone import addons, launch
-from claude_conductor.work_pools.deployments import DEPLOYMENTS, register_deployments
+from claude_conductor.work_pools.deployments import DEPLOYMENTS
 from stack_fixtures import PROBE_VALUE, SLEEPY, Stack, free_port, make_settings, stack_env
 
 pytestmark = pytest.mark.integration

@@ -98,3 +98,23 @@ def test_prefect_yaml_declares_the_same_deployments() -> None:
     assert _yaml_view(doc) == expected
     # Nothing to build or push: `prefect deploy --all` must never ask a question.
     assert doc["build"] is None and doc["push"] is None
+
+
+def test_submitters_name_deployments_from_the_one_list() -> None:
+    """The CLI, the dashboard (client.tasks) and fan-out parents submit to deployments by the
+    names defined here, and prefect.yaml declares each of them."""
+    from claude_conductor.client import tasks
+    from claude_conductor.flows import fanout
+    from claude_conductor.work_pools.deployments import FANOUT_DEPLOYMENT, TASK_DEPLOYMENT
+
+    names = {d.full_name for d in DEPLOYMENTS}
+    assert tasks.TASK_DEPLOYMENT == fanout.TASK_DEPLOYMENT == TASK_DEPLOYMENT.full_name
+    assert FANOUT_DEPLOYMENT.full_name == tasks.FANOUT_DEPLOYMENT
+    assert {tasks.TASK_DEPLOYMENT, tasks.FANOUT_DEPLOYMENT} <= names
+    doc = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    flows = {d.entrypoint.rsplit(".", 1)[1]: d.flow_name for d in DEPLOYMENTS}
+    declared = {
+        f"{flows[e['entrypoint'].rsplit(':', 1)[-1].rsplit('.', 1)[-1]]}/{e['name']}"
+        for e in doc["deployments"]
+    }
+    assert names == declared

@@ -1,14 +1,14 @@
 """How an agent process is started: the ``claude`` binary, its argv and its environment.
 
 ``build_argv`` and ``build_env`` are pure: tests check them without spawning anything.
-``redact`` masks secrets in anything that is logged or written to a transcript.
+``redact`` (re-exported from ``claude_conductor.redaction``, the owner of secret names and
+masking) masks secrets in anything that is logged or written to a transcript.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 from claude_conductor.agents.kinds import HEADLESS_SYSTEM_PROMPT, policy_for, render_prompt
 from claude_conductor.errors import AgentError
 from claude_conductor.models import TaskSpec
+from claude_conductor.redaction import Redactor, redact
 from claude_conductor.settings import ConductorSettings
 
 __all__ = [
@@ -43,11 +44,6 @@ _PASS_THROUGH_NAMES = frozenset(
 # credentials of the cloud providers Claude Code can use instead (Bedrock, Vertex).
 _PASS_THROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "AWS_", "CLOUD_ML_", "VERTEX_")
 _NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR"})
-
-_SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
-_SECRET_SHAPES_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}")
-_MIN_SECRET_CHARS = 8
-REDACTED = "***"
 
 
 def find_claude(settings: ConductorSettings) -> Path:
@@ -152,27 +148,3 @@ def build_env(
         }
     )
     return env
-
-
-class Redactor:
-    """Masks secret values (from an environment) and API-key-shaped strings in text."""
-
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        values = {
-            value
-            for name, value in (env or {}).items()
-            if _SECRET_NAME_RE.search(name) and len(value) >= _MIN_SECRET_CHARS
-        }
-        self._values = sorted(values, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return _SECRET_SHAPES_RE.sub(REDACTED, text)
-
-
-def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """``text`` with every secret of ``env`` (variables named like KEY, TOKEN, SECRET,
-    PASSWORD or AUTH, 8+ characters) and every ``sk-ant-...`` key replaced by ``***``."""
-    return Redactor(env)(text)

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from claude_conductor.system import processes
+
 __all__ = [
     "MARK_VARIABLE",
     "group_alive",
@@ -124,37 +126,13 @@ async def wait_exit(process: asyncio.subprocess.Process, timeout_seconds: float)
     return process.returncode
 
 
-def _stat_fields(pid: int | str) -> list[str] | None:
-    """``state ppid pgrp ...`` of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses.
-    return stat[stat.rfind(")") + 2 :].split()
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
-        return []
-
-
 def _alive(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is not None and bool(fields) and fields[0] not in ("Z", "X")
+    return processes.is_live(pid)
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids in process group ``pgid``, read from ``/proc``."""
-    members = []
-    for pid in _pids():
-        fields = _stat_fields(pid)
-        if fields and len(fields) >= 3 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(pid)
-    return members
+    """Live (non-zombie) pids in process group ``pgid``."""
+    return processes.group_members(pgid)
 
 
 def group_alive(pgid: int) -> bool:
@@ -164,17 +142,7 @@ def group_alive(pgid: int) -> bool:
 
 def marked_processes(mark: str) -> list[int]:
     """Live pids whose environment carries ``CONDUCTOR_PROCESS_MARK=mark``."""
-    needle = f"{MARK_VARIABLE}={mark}".encode()
-    found = []
-    for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and _alive(pid):
-            found.append(pid)
-    return found
+    return processes.processes_with_env(MARK_VARIABLE, mark)
 
 
 def _signal(pgid: int, pids: set[int], signum: int) -> None:
@@ -183,8 +151,7 @@ def _signal(pgid: int, pids: set[int], signum: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             # A marked process leading its own group (a Bash tool command): the whole group.
-            fields = _stat_fields(pid)
-            if fields and len(fields) >= 3 and int(fields[2]) == pid:
+            if processes.process_group(pid) == pid:
                 os.killpg(pid, signum)
             else:
                 os.kill(pid, signum)

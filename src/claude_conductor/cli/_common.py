@@ -12,7 +12,7 @@ from rich.console import Console
 
 from claude_conductor.errors import ConductorError
 
-__all__ = ["console", "err_console", "invoke", "print_json", "settings"]
+__all__ = ["console", "err_console", "invoke", "print_json", "run_sync", "settings"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -23,6 +23,14 @@ def settings() -> Any:
     from claude_conductor.settings import load_settings
 
     return load_settings()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a Prefect coroutine from a command: ``client.connection.run_sync`` (imported
+    lazily, so commands that never talk to Prefect start fast)."""
+    from claude_conductor.client.connection import run_sync as bridge
+
+    return bridge(coro)
 
 
 def print_json(data: Any) -> None:

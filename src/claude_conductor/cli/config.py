@@ -6,13 +6,16 @@ target from its own environment or secret store.
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import click
 import typer
 import yaml
 
+from claude_conductor import config_file
 from claude_conductor.cli import _common
 from claude_conductor.errors import InputError
 
@@ -20,26 +23,10 @@ __all__ = ["exportable", "import_config", "register", "validate_config_data"]
 
 config_app = typer.Typer(help="Show, check, export and import settings.", no_args_is_help=True)
 
-_NOT_PORTABLE = {"home"}
-
 
 def exportable(settings: Any) -> dict[str, Any]:
-    """The settings as a portable document: no home path, no secrets (auth string, password,
-    agent variables named like secrets, credentials in the API URL)."""
-    from claude_conductor.settings import SECRET_SETTINGS, is_secret_name, strip_url_credentials
-
-    data: dict[str, Any] = settings.model_dump(mode="json")
-    for key in _NOT_PORTABLE:
-        data.pop(key, None)
-    for section, key in SECRET_SETTINGS:
-        data.get(section, {}).pop(key, None)
-    extra = data.get("agent", {}).get("extra_env", {})
-    for name in [n for n in extra if is_secret_name(n)]:
-        extra.pop(name)
-    server = data.get("server", {})
-    if isinstance(server.get("api_url"), str):
-        server["api_url"] = strip_url_credentials(server["api_url"])
-    return data
+    """The settings as a portable document (see ``config_file.portable``)."""
+    return config_file.portable(settings.model_dump(mode="json"))
 
 
 def validate_config_data(data: Any, source: str) -> Any:
@@ -70,41 +57,16 @@ def validate_config_data(data: Any, source: str) -> Any:
 
 
 def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; give the path of a conductor config YAML file")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: invalid YAML ({exc})") from exc
+    return config_file.load_document(str(path), sys.stdin)
 
 
-def import_config(path: Path, home: Path) -> dict[str, Any]:
-    """Validate ``path`` and merge it into ``home/config.yaml``; returns the merged document."""
-    from claude_conductor.settings import config_path
-
-    data = _read_yaml(path)
-    validate_config_data(data, str(path))
-    data = {k: v for k, v in (data or {}).items() if k not in _NOT_PORTABLE}
-    target = config_path(home)
-    current: dict[str, Any] = {}
-    if target.is_file():
-        current = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
-    merged = _deep_merge(current, data)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(merged, sort_keys=True), encoding="utf-8")
-    tmp.replace(target)
-    return merged
-
-
-def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def import_config(source: Path | str, home: Path, stdin: TextIO | None = None) -> dict[str, Any]:
+    """Validate ``source`` (a file, or ``-`` for standard input) and merge it into
+    ``home/config.yaml``; returns the merged document."""
+    shown = "<stdin>" if str(source) == "-" else str(source)
+    data = config_file.load_document(str(source), stdin or sys.stdin)
+    validate_config_data(data, shown)
+    return config_file.merge_config(home, data or {})
 
 
 @config_app.command("show")
@@ -138,9 +100,7 @@ def export(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
 ) -> None:
     """Print the settings as YAML to move them to another setup (no secrets)."""
-    text = "# claude-conductor config (secrets are not exported)\n" + yaml.safe_dump(
-        exportable(_common.settings()), sort_keys=False
-    )
+    text = config_file.export_yaml(_common.settings().model_dump(mode="json"))
     if output is None:
         sys.stdout.write(text)
     else:
@@ -149,11 +109,27 @@ def export(
 
 @config_app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="A file made by `conductor config export`."),
+    file: str | None = typer.Argument(
+        None,
+        help="A file made by `conductor config export`; `-` or none to read standard input "
+        "(`conductor config import < config.backup.yaml`).",
+        show_default=False,
+    ),
 ) -> None:
-    """Merge exported settings into this setup's config file."""
+    """Merge exported settings into this setup's config file (kept at mode 0600)."""
     from claude_conductor.settings import config_path, default_home
 
+    if file is None or file == "-":
+        piped = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        if not piped.strip():
+            raise click.UsageError(
+                "missing FILE: give the file to import, or pipe one in "
+                "(`conductor config import < config.backup.yaml`, or `... | conductor config "
+                "import -`); nothing came on standard input"
+            )
+        import_config("-", default_home(), io.StringIO(piped))
+        _common.console.print(f"imported standard input into {config_path()}")
+        return
     import_config(file, default_home())
     _common.console.print(f"imported {file} into {config_path()}")
 

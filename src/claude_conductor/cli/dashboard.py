@@ -27,7 +27,7 @@ def dashboard(
     ),
 ) -> int:
     """Open the dashboard: see, submit, follow and cancel agent work in a browser."""
-    from claude_conductor.dashboard.launch import (
+    from claude_conductor.tiers.dashboard_launch import (
         bind_address,
         dashboard_argv,
         dashboard_env,

@@ -41,7 +41,9 @@ def build_spec(task_file: Path | None, flags: dict[str, Any]) -> Any:
 
 
 def _abs_repo(repo: str) -> str:
-    if "://" in repo or repo.startswith("git@"):
+    from claude_conductor.git_urls import is_git_url
+
+    if is_git_url(repo):
         return repo
     return str(Path(repo).expanduser().resolve())
 

@@ -132,5 +132,7 @@ def scale(
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
     app.command("down")(down)
+    # The design's name for down (issue 12): the same command.
+    app.command("stop", help="Same as `conductor down`.")(down)
     app.command("status")(status)
     app.add_typer(agents_app, name="agents")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from claude_conductor.cli import _common
@@ -76,7 +75,7 @@ async def _submit(spec: Any, settings: Any, *, wait: bool, quiet: bool) -> Any:
 
 def submit_and_follow(spec: Any, settings: Any, *, wait: bool, as_json: bool) -> Any:
     """Submit; with ``wait`` return the TaskResult, else print the submission and return None."""
-    outcome = asyncio.run(_submit(spec, settings, wait=wait, quiet=as_json))
+    outcome = _common.run_sync(_submit(spec, settings, wait=wait, quiet=as_json))
     if wait:
         return outcome
     if as_json:
@@ -116,4 +115,4 @@ def demo_on_stack(spec: Any, settings: Any, *, offline: bool, as_json: bool) -> 
                 "conductor dashboard",
                 highlight=False,
             )
-    return asyncio.run(_submit(spec, settings, wait=True, quiet=as_json))
+    return _common.run_sync(_submit(spec, settings, wait=True, quiet=as_json))

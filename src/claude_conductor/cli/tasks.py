@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import typer
@@ -55,7 +54,7 @@ def list_tasks(
     """The newest tasks with their state, cost and branch."""
     from rich.table import Table
 
-    rows = asyncio.run(_list(_common.settings(), limit))
+    rows = _common.run_sync(_list(_common.settings(), limit))
     if as_json:
         _common.print_json(rows)
         return
@@ -94,7 +93,7 @@ def show(
     """A task's state and, once it ended, its result."""
     from claude_conductor.cli.run import render_result
 
-    run, result = asyncio.run(_show(_common.settings(), task_id, wait, as_json))
+    run, result = _common.run_sync(_show(_common.settings(), task_id, wait, as_json))
     if as_json:
         doc = run_row(run, result)
         doc["result"] = result.model_dump(mode="json") if result else None
@@ -122,7 +121,7 @@ def logs(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """The task run's logs, agent events included (secrets redacted)."""
-    entries = asyncio.run(_logs(_common.settings(), task_id))
+    entries = _common.run_sync(_logs(_common.settings(), task_id))
     if as_json:
         _common.print_json(
             [
@@ -144,7 +143,7 @@ def cancel(task_id: str = typer.Argument(..., help="Task id (or flow run id)."))
         async with api_client(_common.settings()) as client:
             return await cancel_task(client, task_id)
 
-    run = asyncio.run(go())
+    run = _common.run_sync(go())
     _common.console.print(f"{run.name}: {run.state.name if run.state else '?'}")
 
 
@@ -166,7 +165,7 @@ def retry(
             result = await follow(client, run, settings, quiet=as_json) if wait else None
             return spec, run, result
 
-    spec, run, result = asyncio.run(go())
+    spec, run, result = _common.run_sync(go())
     if as_json:
         _common.print_json(
             {

@@ -1,23 +1,61 @@
-"""A Prefect client on the API Conductor's settings name, and a way to run its coroutines
-from plain (non-async) code such as the CLI."""
+"""The one way to reach the Prefect API Conductor's settings name: a client with the configured
+auth, a fast health check first (``ServerNotRunningError`` saying how to start the server, not
+a minute of client retries), and the one bridge that runs its coroutines from plain code (the
+CLI, Streamlit's script thread), bounded when asked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
+import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-from claude_conductor.errors import ServerNotRunningError
+from claude_conductor.errors import ApiTimeoutError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings
 
-__all__ = ["conductor_client", "run_sync"]
+__all__ = [
+    "HEALTH_TIMEOUT_SECONDS",
+    "check_reachable",
+    "conductor_client",
+    "env_for_prefect",
+    "prefect_env",
+    "run_sync",
+]
 
 T = TypeVar("T")
+
+HEALTH_TIMEOUT_SECONDS = 3.0
+
+
+def prefect_env(settings: ConductorSettings, api_url: str | None = None) -> dict[str, str]:
+    """``PREFECT_API_URL`` (and ``PREFECT_API_AUTH_STRING``) for the configured API."""
+    env = {"PREFECT_API_URL": api_url or settings.server.url}
+    if settings.server.auth_string is not None:
+        env["PREFECT_API_AUTH_STRING"] = settings.server.auth_string.get_secret_value()
+    return env
+
+
+def env_for_prefect(settings: ConductorSettings) -> dict[str, str]:
+    """This process's environment pointed at the configured API (for subprocesses)."""
+    return {**os.environ, **prefect_env(settings)}
+
+
+async def check_reachable(url: str, timeout_seconds: float = HEALTH_TIMEOUT_SECONDS) -> None:
+    """Fail fast (no client retries) when nothing healthy answers ``<url>/health``."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_seconds) as http:
+            response = await http.get(url.rstrip("/") + "/health")
+    except httpx.HTTPError as exc:
+        raise ServerNotRunningError(url) from exc
+    if response.status_code >= 500:
+        raise ServerNotRunningError(url)
 
 
 @contextlib.asynccontextmanager
@@ -27,28 +65,43 @@ async def conductor_client(
     """A client on ``api_url`` (default ``settings.server.url``) with the configured auth;
     ``ServerNotRunningError`` when ``check`` and the API does not answer."""
     url = api_url or settings.server.url
-    updates: dict[Any, Any] = {PREFECT_API_URL: url}
-    if settings.server.auth_string is not None:
-        updates[PREFECT_API_AUTH_STRING] = settings.server.auth_string.get_secret_value()
+    if check:
+        await check_reachable(url)
+    env = prefect_env(settings, url)
+    updates: dict[Any, Any] = {PREFECT_API_URL: env["PREFECT_API_URL"]}
+    if "PREFECT_API_AUTH_STRING" in env:
+        updates[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
     with temporary_settings(updates=updates):
         async with get_client() as client:
-            if check and await client.api_healthcheck() is not None:
-                raise ServerNotRunningError(url)
             yield client
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+async def _bounded(coro: Coroutine[Any, Any, T], timeout_seconds: float | None) -> T:
+    if timeout_seconds is None:
+        return await coro
+    try:
+        return await asyncio.wait_for(coro, timeout_seconds)
+    except TimeoutError as exc:
+        raise ApiTimeoutError(
+            f"the Prefect API did not answer within {timeout_seconds:.0f} s; "
+            "check that the server is healthy (`conductor status`)"
+        ) from exc
+
+
+def run_sync(coro: Coroutine[Any, Any, T], timeout_seconds: float | None = None) -> T:
     """Run ``coro`` to completion from sync code, even when called inside a running loop
-    (then in a helper thread with its own loop)."""
+    (then in a helper thread with its own loop); ``ApiTimeoutError`` after
+    ``timeout_seconds`` when given."""
+    bounded = _bounded(coro, timeout_seconds)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return asyncio.run(bounded)
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = asyncio.run(bounded)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 from uuid import UUID
 
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
+    ArtifactCollectionFilter,
+    ArtifactCollectionFilterKey,
     FlowRunFilter,
     FlowRunFilterName,
     FlowRunFilterTags,
@@ -24,14 +24,17 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, Log
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
-from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
-from claude_conductor.errors import InputError, NotFoundError, ServerNotRunningError
+from claude_conductor.client.connection import conductor_client
+from claude_conductor.errors import InputError, NotFoundError
 from claude_conductor.flows.fanout import submission_tags
-from claude_conductor.flows.results import read_result
+from claude_conductor.flows.results import read_result, report_key
 from claude_conductor.models import TaskResult, TaskSpec
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.work_pools import deployments
+from claude_conductor.work_pools.pools import queue_for_priority
 
 __all__ = [
     "FANOUT_DEPLOYMENT",
@@ -40,6 +43,7 @@ __all__ = [
     "cancel_task",
     "find_run",
     "list_runs",
+    "read_report",
     "read_task_logs",
     "retry_task",
     "submit_task",
@@ -47,44 +51,21 @@ __all__ = [
     "wait_for_run",
 ]
 
-TASK_DEPLOYMENT = "conductor-task/run"
+TASK_DEPLOYMENT = deployments.TASK_DEPLOYMENT.full_name
+FANOUT_DEPLOYMENT = deployments.FANOUT_DEPLOYMENT.full_name
 _PAGE = 200  # the most Prefect's read endpoints return at once
-FANOUT_DEPLOYMENT = "conductor-fanout/run"
 
 
 def _queue_for(priority: int) -> str | None:
-    try:
-        from claude_conductor.work_pools.pools import queue_for_priority
-    except ImportError:  # pools not installed in this build
-        return None
     return queue_for_priority(priority)
 
 
-@contextlib.asynccontextmanager
-async def api_client(settings: ConductorSettings) -> AsyncIterator[PrefectClient]:
-    """A Prefect client on the configured API; ServerNotRunningError when it does not answer."""
-    updates: dict[Any, Any] = {PREFECT_API_URL: settings.server.url}
-    auth = settings.server.auth_string
-    if auth is not None:
-        updates[PREFECT_API_AUTH_STRING] = auth.get_secret_value()
-    await _check_reachable(settings)
-    with temporary_settings(updates=updates):
-        async with get_client() as client:
-            yield client
-
-
-async def _check_reachable(settings: ConductorSettings, timeout_seconds: float = 3.0) -> None:
-    """Fail fast (no client retries) when nothing answers the API's health endpoint."""
-    import httpx
-
-    url = settings.server.url.rstrip("/") + "/health"
-    try:
-        async with httpx.AsyncClient(timeout=timeout_seconds) as http:
-            response = await http.get(url)
-    except httpx.HTTPError as exc:
-        raise ServerNotRunningError(settings.server.url) from exc
-    if response.status_code >= 500:
-        raise ServerNotRunningError(settings.server.url)
+def api_client(
+    settings: ConductorSettings,
+) -> contextlib.AbstractAsyncContextManager[PrefectClient]:
+    """A Prefect client on the configured API; ServerNotRunningError when it does not answer
+    (``client.connection.conductor_client``)."""
+    return conductor_client(settings)
 
 
 async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
@@ -92,9 +73,7 @@ async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
     name = FANOUT_DEPLOYMENT if spec.subtasks else TASK_DEPLOYMENT
     try:
         deployment = await client.read_deployment_by_name(name)
-    except Exception as exc:
-        if type(exc).__name__ != "ObjectNotFound":
-            raise
+    except ObjectNotFound as exc:
         raise InputError(
             f"deployment {name!r} is not registered on {client.api_url}; "
             "run `conductor up` (or `prefect deploy --all`) first"
@@ -209,25 +188,32 @@ async def retry_task(client: PrefectClient, task_id: str) -> tuple[TaskSpec, Flo
     return spec, await submit_task(client, spec)
 
 
-async def read_task_logs(client: PrefectClient, run: FlowRun, *, limit: int = 1000) -> list[Log]:
-    """The run's logs (agent events included, redacted), oldest first."""
+async def read_task_logs(
+    client: PrefectClient, run: FlowRun, *, limit: int = 1000, newest: bool = False
+) -> list[Log]:
+    """The run's logs (agent events included, redacted), oldest first: its first ``limit``,
+    or with ``newest`` its last ``limit`` (paged: at most 200 per request)."""
     logs: list[Log] = []
     while len(logs) < limit:
         page = await client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
-            sort=LogSort.TIMESTAMP_ASC,
+            sort=LogSort.TIMESTAMP_DESC if newest else LogSort.TIMESTAMP_ASC,
             limit=min(_PAGE, limit - len(logs)),
             offset=len(logs),
         )
         logs.extend(page)
         if len(page) < _PAGE:
             break
-    return logs
+    return logs[::-1] if newest else logs
 
 
-def env_for_prefect(settings: ConductorSettings) -> dict[str, str]:
-    """Environment that points Prefect clients (and subprocesses) at the configured API."""
-    env = {"PREFECT_API_URL": settings.server.url}
-    if settings.server.auth_string is not None:
-        env["PREFECT_API_AUTH_STRING"] = settings.server.auth_string.get_secret_value()
-    return {**os.environ, **env}
+async def read_report(client: PrefectClient, task_id: str) -> str:
+    """The task's markdown report artifact ("" when it has none yet)."""
+    found = await client.read_latest_artifacts(
+        artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=[report_key(task_id)])
+        ),
+        limit=1,
+    )
+    data = found[0].data if found else None
+    return data if isinstance(data, str) else ""

@@ -6,14 +6,13 @@ query each. Actions call ``clear_cache`` so the next page shows their effect.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
-from claude_conductor.errors import ConductorError
+from claude_conductor.client import connection
+from claude_conductor.errors import ApiTimeoutError
 from claude_conductor.settings import ConductorSettings
 
 __all__ = [
@@ -31,29 +30,14 @@ CACHE_SECONDS = 2.0
 API_TIMEOUT_SECONDS = 20.0
 
 
-class ApiTimeoutError(ConductorError):
-    """The Prefect API did not answer in time."""
-
-
 def run_sync(make: Callable[[], Awaitable[T]], timeout_seconds: float = API_TIMEOUT_SECONDS) -> T:
-    """Run an async Prefect call from sync code (a Streamlit script thread) and wait for it."""
+    """Run an async Prefect call from sync code (a Streamlit script thread) and wait for it,
+    at most ``timeout_seconds`` (``ApiTimeoutError``): ``client.connection.run_sync``."""
 
-    async def bounded() -> T:
-        try:
-            return await asyncio.wait_for(make(), timeout_seconds)
-        except TimeoutError as exc:
-            raise ApiTimeoutError(
-                f"the Prefect API did not answer within {timeout_seconds:.0f} s; "
-                "check that the server is healthy (`conductor status`)"
-            ) from exc
+    async def call() -> T:
+        return await make()
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(bounded())
-    # Called from inside an event loop: run the queries on a loop of their own.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, bounded()).result()
+    return connection.run_sync(call(), timeout_seconds)
 
 
 class _TTLCache:

@@ -13,20 +13,14 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from uuid import UUID
 
 import pandas as pd
-from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
-    ArtifactCollectionFilter,
-    ArtifactCollectionFilterKey,
     FlowRunFilter,
     FlowRunFilterTags,
-    LogFilter,
-    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun, Log, State, StateType
-from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import ValidationError
 
 from claude_conductor.client import tasks as api
@@ -40,7 +34,7 @@ from claude_conductor.dashboard.transcript import (
     transcript_from_jsonl,
     transcript_from_log_messages,
 )
-from claude_conductor.flows.results import read_result, read_results, report_key
+from claude_conductor.flows.results import read_result, read_results
 from claude_conductor.models import TaskResult, TaskSpec
 from claude_conductor.settings import ConductorSettings
 
@@ -264,40 +258,13 @@ def _logs_frame(logs: list[Log]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["at", "level", "logger", "message"])
 
 
-async def _report(client: PrefectClient, task_id: str) -> str:
-    found = await client.read_latest_artifacts(
-        artifact_filter=ArtifactCollectionFilter(
-            key=ArtifactCollectionFilterKey(any_=[report_key(task_id)])
-        ),
-        limit=1,
-    )
-    data = found[0].data if found else None
-    return data if isinstance(data, str) else ""
-
-
-async def _read_logs(client: PrefectClient, run_id: UUID) -> list[Log]:
-    """The run's newest ``_MAX_LOGS`` logs, oldest first (paged: at most 200 per request)."""
-    newest: list[Log] = []
-    while len(newest) < _MAX_LOGS:
-        page = await client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
-            sort=LogSort.TIMESTAMP_DESC,
-            limit=_PAGE,
-            offset=len(newest),
-        )
-        newest.extend(page)
-        if len(page) < _PAGE:
-            break
-    return newest[::-1]
-
-
 async def _read_detail(settings: ConductorSettings, task_id: str) -> TaskDetail:
     async with api.api_client(settings) as client:
         run = await api.find_run(client, task_id)
         result = await read_result(client, run.name)
         states = await client.read_flow_run_states(run.id)
-        logs = await _read_logs(client, run.id)
-        report = await _report(client, run.name)
+        logs = await api.read_task_logs(client, run, limit=_MAX_LOGS, newest=True)
+        report = await api.read_report(client, run.name)
     now = datetime.now(UTC)
     logs_frame = _logs_frame(logs)
     patch: str | None = None

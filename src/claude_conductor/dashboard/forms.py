@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from claude_conductor import config_file
 from claude_conductor.errors import TaskFileError
 from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
@@ -140,8 +141,4 @@ def check_yaml(text: str, source: str = "the pasted YAML") -> FormCheck:
 
 def export_settings_yaml(settings: ConductorSettings) -> str:
     """The settings as a portable YAML document, secrets left out (as `conductor config export`)."""
-    from claude_conductor.cli.config import exportable
-
-    return "# claude-conductor config (secrets are not exported)\n" + yaml.safe_dump(
-        exportable(settings), sort_keys=False
-    )
+    return config_file.export_yaml(settings.model_dump(mode="json"))

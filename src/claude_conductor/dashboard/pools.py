@@ -14,17 +14,17 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
 from claude_conductor.client import tasks as api
 from claude_conductor.dashboard.cache import cached, clear_cache
 from claude_conductor.dashboard.data import task_row, utc_timestamp
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.work_pools.pools import BUSY_STATE_TYPES, count_busy
 
-__all__ = ["AgentsView", "fetch_agents", "scale"]
+__all__ = ["AgentsView", "fetch_agents", "scale", "scaling_advice"]
 
-_ACTIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+_ACTIVE = list(BUSY_STATE_TYPES)
 
 
 @dataclass
@@ -68,6 +68,7 @@ async def _read_agents(settings: ConductorSettings) -> AgentsView:
     async with api.api_client(settings) as client:
         pools = await client.read_work_pools()
         workers = {p.name: await client.read_workers_for_work_pool(p.name) for p in pools}
+        busy = {p.name: await count_busy(client, p.name) for p in pools}
         active = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=["conductor"]),
@@ -93,7 +94,7 @@ async def _read_agents(settings: ConductorSettings) -> AgentsView:
                 if pool.is_paused
                 else (pool.status.value.lower().replace("_", " ") if pool.status else "unknown"),
                 "slots": int(slots),
-                "busy": len(mine),
+                "busy": busy[pool.name],
                 "workers_online": len(online),
             }
         )
@@ -156,6 +157,13 @@ async def _read_agents(settings: ConductorSettings) -> AgentsView:
 def fetch_agents(settings: ConductorSettings) -> AgentsView:
     """Pools, workers and slots, as frames."""
     return cached(settings, ("agents",), lambda: _read_agents(settings))
+
+
+def scaling_advice(settings: ConductorSettings) -> str:
+    """How agents scale on the configured tier, in the tier's own words."""
+    from claude_conductor.tiers.base import get_tier
+
+    return get_tier(settings.tier).scaling_advice(settings)
 
 
 def scale(settings: ConductorSettings, agents: int) -> str:

@@ -19,10 +19,11 @@ from prefect.states import Completed, Failed
 from claude_conductor.flows.report import fanout_rows
 from claude_conductor.flows.results import publish_result, read_result
 from claude_conductor.models import TaskResult, TaskSpec, TaskStatus
+from claude_conductor.work_pools import deployments
 
 __all__ = ["TASK_DEPLOYMENT", "aggregate", "conductor_fanout", "submission_tags"]
 
-TASK_DEPLOYMENT = "conductor-task/run"
+TASK_DEPLOYMENT = deployments.TASK_DEPLOYMENT.full_name
 _POLL_SECONDS = 1.0
 
 

@@ -34,7 +34,8 @@ from claude_conductor.errors import ConductorError
 from claude_conductor.flows.results import read_results
 from claude_conductor.metrics.records import record_of
 from claude_conductor.metrics.snapshot import FleetSnapshot, PoolGauges, Tally
-from claude_conductor.settings import MASK, ConductorSettings, strip_url_credentials
+from claude_conductor.redaction import MASK, strip_url_credentials
+from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers.status import read_pool_status
 from claude_conductor.work_pools.pools import PRIORITY_QUEUES, PoolKind, pool_name
 

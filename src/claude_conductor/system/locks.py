@@ -1,19 +1,18 @@
-"""An exclusive advisory file lock (``fcntl.flock``) with a bounded wait.
+"""An exclusive advisory file lock with a bounded wait, on ``filelock`` (``flock`` on Linux).
 
-``flock`` locks belong to an open file description, so the lock excludes other threads of this
-process as well as other processes (two Conductor workers on one machine). The lock file is left
-in place after use; it is empty and harmless.
+``flock`` locks belong to an open file description, and each call opens its own, so the lock
+excludes other threads of this process as well as other processes (two Conductor workers on one
+machine). The lock file is left in place after use; it is empty and harmless.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import filelock
 
 from claude_conductor.errors import WorkspaceError
 
@@ -31,24 +30,23 @@ def file_lock(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterato
 
     Raises ``WorkspaceError`` when another holder keeps it longer than ``wait_seconds``.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock = filelock.FileLock(
+        path,
+        timeout=wait_seconds,
+        mode=0o644,
+        thread_local=False,
+        poll_interval=_POLL_SECONDS,
+        preserve_lock_file=True,
+    )
     try:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WorkspaceError(
-                        f"waited {wait_seconds:g}s for the lock {str(path)!r}, which another "
-                        "Conductor task still holds; retry when it has finished"
-                    ) from None
-                time.sleep(_POLL_SECONDS)
-        logger.debug("locked %s", path)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        lock.acquire()
+    except filelock.Timeout:
+        raise WorkspaceError(
+            f"waited {wait_seconds:g}s for the lock {str(path)!r}, which another "
+            "Conductor task still holds; retry when it has finished"
+        ) from None
+    logger.debug("locked %s", path)
+    try:
+        yield
     finally:
-        os.close(fd)
+        lock.release()

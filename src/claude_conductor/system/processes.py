@@ -2,16 +2,18 @@
 
 Each daemon runs in its own session (so its whole process group can be signalled), writes
 stdout and stderr to ``<logs_dir>/<name>.log`` and is recorded in ``<run_dir>/<name>.pid`` as
-JSON: the PID plus the process start time from ``/proc/<pid>/stat``, so a PID the kernel has
+JSON: the PID plus the process start time (psutil's ``create_time``), so a PID the kernel has
 recycled for some other program is never mistaken for ours (or signalled).
 
-Linux only (``/proc``), like the standalone tier that uses it.
+The one owner of process plumbing: process scans (``processes_with_env``, ``group_members``),
+PID-reuse checks (``pid_alive``) and group kill with TERM -> KILL escalation
+(``terminate_processes``), on psutil; agents, workspaces and tiers use these. Linux (process
+groups and sessions), like the tiers that use it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -23,22 +25,28 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import filelock
+import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from claude_conductor.errors import ConductorError
+from claude_conductor.errors import ConductorError, DaemonError
 from claude_conductor.settings import ConductorSettings
 
 __all__ = [
     "Daemon",
     "DaemonError",
     "find_processes_with_env",
+    "group_members",
     "http_ok",
+    "is_live",
     "is_running",
     "locked",
     "log_tail",
     "pid_alive",
     "pid_file_names",
+    "process_group",
     "process_start_ticks",
+    "processes_with_env",
     "read_daemon",
     "read_environ",
     "start_daemon",
@@ -54,16 +62,6 @@ _SECOND_SIGTERM_AFTER_SECONDS = 1.0
 _AFTER_KILL_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class DaemonError(ConductorError):
-    """A daemon could not be started, or did not become ready."""
-
-    def __init__(self, message: str, *, name: str, log_tail: str = "") -> None:
-        tail = log_tail.strip()
-        super().__init__(message + (f"\n--- last lines of its log ---\n{tail}" if tail else ""))
-        self.name = name
-        self.log_tail = log_tail
 
 
 class Daemon(BaseModel):
@@ -86,25 +84,37 @@ class Daemon(BaseModel):
         return pid_alive(self.pid, self.start_ticks)
 
 
-# -- /proc ----------------------------------------------------------------------------
+# -- processes (psutil) ---------------------------------------------------------------
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (field 3 = state is index 0)."""
+def _process(pid: int) -> psutil.Process | None:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
+        return psutil.Process(pid)
+    except (psutil.Error, ValueError):
         return None
-    # The command name (field 2) is in parentheses and may contain spaces or ')'.
-    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() not in _GONE
+    except psutil.Error:
+        return False
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot; None when there is no such process."""
-    fields = _stat_fields(pid)
-    if fields is None or len(fields) < 20:
+    """Start time of ``pid`` in clock ticks since boot (psutil's ``create_time``, in the unit
+    of /proc/<pid>/stat field 22); None when there is no such process."""
+    proc = _process(pid)
+    if proc is None:
         return None
-    return int(fields[19])
+    try:
+        created = proc.create_time()
+    except psutil.Error:
+        return None
+    return round((created - psutil.boot_time()) * _CLK_TCK)
 
 
 def _reap(pid: int) -> None:
@@ -114,59 +124,79 @@ def _reap(pid: int) -> None:
 
 
 def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` runs (zombies do not count) and, if given, started at ``start_ticks``."""
+    """Whether ``pid`` runs (zombies do not count) and, if given, started at ``start_ticks``
+    (so a PID the kernel recycled for another program is not taken for ours)."""
     _reap(pid)
-    fields = _stat_fields(pid)
-    if fields is None or not fields or fields[0] in ("Z", "X"):
+    if not is_live(pid):
         return False
-    return start_ticks is None or (len(fields) >= 20 and int(fields[19]) == start_ticks)
+    return start_ticks is None or process_start_ticks(pid) == start_ticks
 
 
-def _parent_pid(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[1]) if fields and len(fields) > 1 else None
+def is_live(pid: int) -> bool:
+    """Whether ``pid`` runs (zombies do not count). Unlike ``pid_alive`` it never reaps, so
+    it is safe on children that asyncio waits for."""
+    proc = _process(pid)
+    return proc is not None and _running(proc)
 
 
 def _own_lineage() -> set[int]:
     """This process and its ancestors: never ours to kill."""
-    seen: set[int] = set()
-    pid: int | None = os.getpid()
-    while pid and pid not in seen:
-        seen.add(pid)
-        pid = _parent_pid(pid)
-    return seen
+    me = psutil.Process()
+    try:
+        return {me.pid, *(p.pid for p in me.parents())}
+    except psutil.Error:
+        return {me.pid}
 
 
 def read_environ(pid: int) -> dict[str, str]:
     """The environment ``pid`` was started with ({} when it cannot be read)."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
+    proc = _process(pid)
+    if proc is None:
         return {}
-    env: dict[str, str] = {}
-    for item in raw.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep:
-            env[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-    return env
+    try:
+        return dict(proc.environ())
+    except psutil.Error:
+        return {}
+
+
+def processes_with_env(key: str, value: str, *, skip: Iterable[int] = ()) -> list[int]:
+    """Live PIDs (``skip`` left out) whose environment holds exactly ``key=value``;
+    processes we may not inspect are skipped."""
+    left_out = set(skip)
+    found: list[int] = []
+    for proc in psutil.process_iter():
+        if proc.pid in left_out:
+            continue
+        try:
+            matches = proc.environ().get(key) == value
+        except psutil.Error:
+            continue
+        if matches and _running(proc):
+            found.append(proc.pid)
+    return sorted(found)
 
 
 def find_processes_with_env(key: str, value: str) -> list[int]:
     """PIDs whose environment holds exactly ``key=value`` (this process and its ancestors
     excluded; processes we may not inspect are skipped)."""
-    needle = f"{key}={value}".encode()
-    skip = _own_lineage()
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return sorted(found)
+    return processes_with_env(key, value, skip=_own_lineage())
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid``; None when it is gone."""
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) PIDs in process group ``pgid``."""
+    members: list[int] = []
+    for proc in psutil.process_iter():
+        if process_group(proc.pid) == pgid and _running(proc):
+            members.append(proc.pid)
+    return members
 
 
 # -- signalling ------------------------------------------------------------------------
@@ -188,13 +218,7 @@ def _signal_group_or_pid(pid: int, sig: signal.Signals) -> None:
 
 
 def _group_members(pgid: int) -> list[int]:
-    members: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in "ZX":
-                members.append(int(entry.name))
-    return members
+    return group_members(pgid)
 
 
 def _wait_gone(check: Callable[[], bool], timeout_seconds: float) -> bool:
@@ -353,23 +377,25 @@ def stop_daemon(
 def locked(settings: ConductorSettings, timeout_seconds: float = 300.0) -> Iterator[None]:
     """Hold ``<run_dir>/stack.lock``: one ``up``/``down``/scale at a time per home."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.run_dir / "stack.lock").open("a") as fh:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ConductorError(
-                        f"another conductor command holds {settings.run_dir / 'stack.lock'} "
-                        f"for over {timeout_seconds:.0f}s; wait for it, or check `ps`"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    path = settings.run_dir / "stack.lock"
+    lock = filelock.FileLock(
+        path,
+        timeout=timeout_seconds,
+        thread_local=False,
+        poll_interval=0.1,
+        preserve_lock_file=True,
+    )
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ConductorError(
+            f"another conductor command holds {path} for over {timeout_seconds:.0f}s; "
+            "wait for it, or check `ps`"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # -- health ----------------------------------------------------------------------------

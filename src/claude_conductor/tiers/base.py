@@ -113,8 +113,11 @@ class _Docker:
 
     def scaling_advice(self, settings: ConductorSettings) -> str:
         return (
-            "the docker worker's pool limit is the number of agent containers at once: "
-            "`conductor agents scale N --tier docker`"
+            "each task runs in its own agent container, started by the compose service "
+            "`worker`; the agent pool's slots (and the `worker` service's own limit) are how "
+            "many run at once: `conductor agents scale N --tier docker` sets both and "
+            "recreates `worker` (agent containers in flight keep running). "
+            "Not `docker compose --scale`: one `worker` starts every agent container."
         )
 
 

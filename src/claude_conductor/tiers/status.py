@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
+from claude_conductor.work_pools.pools import count_busy
 
 __all__ = [
     "DaemonStatus",
@@ -51,7 +52,7 @@ class PoolStatus(BaseModel):
     name: str = Field(description="Work pool name.")
     slots: int | None = Field(description="Concurrency limit (None: unlimited).")
     paused: bool = Field(description="A paused pool hands out no runs.")
-    busy: int = Field(description="Runs holding a slot (Pending or Running).")
+    busy: int = Field(description="Runs holding a slot (see work_pools.pools.BUSY_STATE_TYPES).")
     running: int = Field(description="Runs in Running state.")
     queued: int = Field(description="Runs waiting (Scheduled, Late included).")
     workers_online: int = Field(description="Workers that sent a recent heartbeat.")
@@ -142,7 +143,7 @@ async def read_pool_status(client: PrefectClient, pool: str) -> PoolStatus | Non
         name=pool,
         slots=work_pool.concurrency_limit,
         paused=work_pool.is_paused,
-        busy=await _count(client, pool, [StateType.PENDING, StateType.RUNNING]),
+        busy=await count_busy(client, pool),
         running=await _count(client, pool, [StateType.RUNNING]),
         queued=await _count(client, pool, [StateType.SCHEDULED]),
         workers_online=sum(1 for w in workers if w.status == WorkerStatus.ONLINE),

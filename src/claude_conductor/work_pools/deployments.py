@@ -26,7 +26,6 @@ from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, ConfigDict, Field
 
-from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.work_pools.pools import DEFAULT_QUEUE, PoolKind, pool_name
 
@@ -39,7 +38,6 @@ __all__ = [
     "DeploymentDef",
     "ScheduleDef",
     "apply_deployments",
-    "register_deployments",
     "spec_parameter_schema",
 ]
 
@@ -202,15 +200,3 @@ async def apply_deployments(
         )
         logger.info("registered deployment %s", definition.full_name)
     return ids
-
-
-def register_deployments(
-    settings: ConductorSettings, definitions: tuple[DeploymentDef, ...] = DEPLOYMENTS
-) -> dict[str, UUID]:
-    """Register every deployment on the API of ``settings`` (sync; see ``apply_deployments``)."""
-
-    async def _go() -> dict[str, UUID]:
-        async with conductor_client(settings) as client:
-            return await apply_deployments(client, settings, definitions)
-
-    return run_sync(_go())

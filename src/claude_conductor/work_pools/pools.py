@@ -2,7 +2,7 @@
 parents), their base job templates, and the priority work queues.
 
 Agent slots are the agent pool's ``concurrency_limit``. The server hands a worker at most that
-many runs (counting the pool's Pending and Running ones) and hands them out by queue priority,
+many runs (counting the pool's busy ones: ``BUSY_STATE_TYPES``) and hands them out by queue priority,
 so an urgent task always takes the next free slot, a waiting task simply stays Scheduled, and
 changing the limit (``conductor agents scale``) takes effect at the next poll without restarting
 anything.
@@ -24,18 +24,28 @@ from typing import Any, Literal
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-from prefect.client.schemas.objects import WorkPool, WorkQueue
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import StateType, WorkPool, WorkQueue
 from prefect.exceptions import ObjectNotFound
 
 from claude_conductor.errors import InputError
 from claude_conductor.settings import ConductorSettings
 
 __all__ = [
+    "BUSY_STATE_TYPES",
     "DEFAULT_QUEUE",
     "PRIORITY_QUEUES",
     "PoolKind",
     "PriorityQueue",
     "TemplateKind",
+    "busy_filter",
+    "count_busy",
     "ensure_agent_pool",
     "ensure_coordinator_pool",
     "ensure_pools",
@@ -49,6 +59,26 @@ logger = logging.getLogger(__name__)
 
 TemplateKind = Literal["process", "docker", "kubernetes"]
 PoolKind = Literal["agents", "coordinators"]
+
+BUSY_STATE_TYPES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
+"""The one definition of "busy": a run holds one of its pool's slots while it is Pending,
+Running or Cancelling (the states Prefect's server counts against a pool's and a queue's
+concurrency limit). ``conductor status`` and the dashboard both count with it."""
+
+
+def busy_filter() -> FlowRunFilter:
+    """The flow runs that hold a slot (see ``BUSY_STATE_TYPES``)."""
+    return FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(BUSY_STATE_TYPES)))
+    )
+
+
+async def count_busy(client: PrefectClient, pool: str) -> int:
+    """How many of ``pool``'s slots are busy now."""
+    return await client.count_flow_runs(
+        flow_run_filter=busy_filter(),
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+    )
 
 
 @dataclass(frozen=True)

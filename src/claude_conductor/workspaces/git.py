@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from claude_conductor.errors import WorkspaceError
+from claude_conductor.redaction import mask_url_password
 
 __all__ = [
     "CONDUCTOR_EMAIL",
@@ -52,7 +52,6 @@ _REPO_OVERRIDE_VARS = (
     "GIT_NAMESPACE",
     "GIT_PREFIX",
 )
-_USERINFO_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
 
 
 class GitOutcome(NamedTuple):
@@ -65,7 +64,7 @@ class GitOutcome(NamedTuple):
 
 def redact(text: str) -> str:
     """Hide passwords and tokens in URLs: ``https://user:tok@host`` -> ``https://user:***@host``."""
-    return _USERINFO_RE.sub(r"\g<scheme>\g<user>:***@", text)
+    return mask_url_password(text)
 
 
 def git_env(base: Mapping[str, str]) -> dict[str, str]:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from claude_conductor.errors import InputError, WorkspaceError
+from claude_conductor.errors import InputError, RepoUnreadableError, WorkspaceError
+from claude_conductor.git_urls import is_git_url
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system.locks import file_lock
 from claude_conductor.workspaces.git import redact, run_git, try_git
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 CLONE_TIMEOUT_SECONDS = 1800.0
 FETCH_TIMEOUT_SECONDS = 600.0
 _FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "^refs/heads/conductor/*")
-_URL_RE = re.compile(r"^(?:https?|ssh|git|file|git\+ssh|ssh\+git)://", re.IGNORECASE)
-_SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:(?!//)")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,64}$")
 _PLAIN_REF_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
 
@@ -63,11 +62,6 @@ class SourceRepo(BaseModel):
     is_clone: bool = Field(
         default=False, description="True when `path` is Conductor's cached clone of a URL."
     )
-
-
-def is_git_url(repo: str) -> bool:
-    """``https://``, ``http://``, ``ssh://``, ``git://``, ``file://`` or ``user@host:path``."""
-    return bool(_URL_RE.match(repo) or _SCP_RE.match(repo))
 
 
 def cache_dir_name(url: str) -> str:
@@ -109,7 +103,7 @@ def check_local_source(repo: str, ref: str | None) -> None:
     except InputError as exc:
         # Git may refuse to read a repository owned by another user here (the docker tier's
         # repositories belong to the agents' uid): only the worker can tell then.
-        if "git cannot use repo" not in str(exc):
+        if not isinstance(exc, RepoUnreadableError):
             raise
         logger.info("not checked before submitting: %s", exc)
 
@@ -152,7 +146,7 @@ def _repository_top(path: Path, repo: str, shown: str) -> Path:
                 field="repo",
                 value=repo,
             )
-        raise InputError(
+        raise RepoUnreadableError(
             f"git cannot use repo {shown} ({_first_line(probe.stderr)}): fix that, "
             "or point repo at another repository",
             field="repo",

@@ -96,7 +96,7 @@ def _scale() -> None:
             "Agent slots (tasks at once)",
             value=settings.worker.agents,
             step=1,
-            help="Standalone tier: how many tasks the local worker runs at once.",
+            help=pools.scaling_advice(settings),
             key="scale_agents",
         )
         if st.form_submit_button("Apply", icon=":material/tune:"):

@@ -33,9 +33,10 @@ from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client
 from claude_conductor.errors import ConductorError, InputError
-from claude_conductor.settings import ConductorSettings, config_path, load_settings
+from claude_conductor.settings import ConductorSettings, load_settings
 from claude_conductor.work_pools import pools
 from claude_conductor.work_pools.deployments import apply_deployments
 
@@ -203,12 +204,7 @@ def install_config(source: Path, home: Path) -> Path | None:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise InputError(f"{source}: setting {where!r}: {err['msg']}", field=where) from exc
-    target = config_path(home)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return config_file.write_config(home, data, sort_keys=True)
 
 
 async def ensure_docker_agent_pool(

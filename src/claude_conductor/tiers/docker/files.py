@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from claude_conductor import config_file
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers.docker.configure import AgentContainerSpec
@@ -290,13 +291,9 @@ def _read(path: Path) -> str:
 def stack_config(settings: ConductorSettings, agents: int | None) -> dict[str, Any]:
     """The settings the stack installs in its home: everything portable, no secrets; the
     stack sets its own home, tier and API."""
-    data: dict[str, Any] = settings.model_dump(mode="json")
-    for key in ("home", "tier", "server"):
+    data = config_file.portable(settings.model_dump(mode="json"))
+    for key in ("tier", "server"):
         data.pop(key, None)
-    data.get("dashboard", {}).pop("password", None)
-    extra = data.get("agent", {}).get("extra_env", {})
-    for name in [n for n in extra if any(w in n.upper() for w in ("KEY", "TOKEN", "SECRET"))]:
-        extra.pop(name)
     if agents is not None:
         data.setdefault("worker", {})["agents"] = agents
     return data

@@ -25,8 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings, config_path
@@ -110,21 +109,7 @@ def _check_engine(opts: DockerOptions) -> None:
 
 def _edit_host_config(home: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     """Apply ``edit(data)`` to ``<home>/config.yaml`` (kept 0600: it may hold the API auth)."""
-    path = config_path(home)
-    data: Any = {}
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({exc}); fix or remove the file") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
-    edit(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    config_file.edit_config(home, edit)
 
 
 def _point_host_at_stack(

@@ -124,7 +124,7 @@ def start_dashboard(
             )
         logger.info("Streamlit is not installed: no dashboard")
         return None
-    from claude_conductor.dashboard.launch import dashboard_argv, dashboard_env
+    from claude_conductor.tiers.dashboard_launch import dashboard_argv, dashboard_env
 
     url = _dashboard_url(settings)
     host = url.split("//", 1)[1].rsplit(":", 1)[0]
@@ -154,6 +154,6 @@ def wait_dashboard(
 
 
 def _dashboard_url(settings: ConductorSettings) -> str:
-    from claude_conductor.dashboard.launch import dashboard_url as url_of
+    from claude_conductor.tiers.dashboard_launch import dashboard_url as url_of
 
     return url_of(settings)

@@ -14,10 +14,9 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-import yaml
-from prefect.client.schemas.objects import StateType
-
+from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
@@ -32,7 +31,11 @@ from claude_conductor.tiers.status import (
     read_stack_status,
 )
 from claude_conductor.work_pools.deployments import apply_deployments
-from claude_conductor.work_pools.pools import ensure_pools, pool_name, set_agent_slots
+from claude_conductor.work_pools.pools import (
+    ensure_pools,
+    pool_name,
+    set_agent_slots,
+)
 
 __all__ = ["down", "scale_agents", "status", "up"]
 
@@ -43,7 +46,6 @@ _WORKERS: tuple[tuple[str, launch.WorkerKind], ...] = (
     (launch.AGENT_WORKER, "agents"),
     (launch.COORDINATOR_WORKER, "coordinators"),
 )
-_ACTIVE_TYPES = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
 
 
 # -- up ----------------------------------------------------------------------------------
@@ -358,25 +360,12 @@ def status(settings: ConductorSettings) -> StackInfo:
 
 def _save_agents(settings: ConductorSettings, agents: int) -> Path:
     """Write ``worker.agents`` into ``<home>/config.yaml``, keeping every other key."""
-    path = settings.home / "config.yaml"
-    data: object = {}
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({exc}); fix or remove the file") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
-    worker = data.get("worker")
-    if not isinstance(worker, dict):
-        worker = {}
-    worker["agents"] = agents
-    data["worker"] = worker
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+
+    def edit(data: dict[str, Any]) -> None:
+        worker = data.get("worker")
+        data["worker"] = {**(worker if isinstance(worker, dict) else {}), "agents": agents}
+
+    return config_file.edit_config(settings.home, edit)
 
 
 def scale_agents(settings: ConductorSettings, agents: int) -> ScaleResult:

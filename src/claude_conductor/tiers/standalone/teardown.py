@@ -12,13 +12,9 @@ from typing import Any
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
     WorkPoolFilter,
     WorkPoolFilterName,
 )
-from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
 from claude_conductor.client.connection import conductor_client, run_sync
@@ -26,6 +22,7 @@ from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
 from claude_conductor.tiers.standalone import launch
 from claude_conductor.tiers.status import DaemonStatus
+from claude_conductor.work_pools.pools import busy_filter
 
 __all__ = [
     "INTERRUPTED_MESSAGE",
@@ -36,8 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_ACTIVE_TYPES = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
 
 
 async def _pause_pools(settings: ConductorSettings, paused: bool) -> None:
@@ -62,9 +57,7 @@ async def crash_leftover_runs(
 ) -> int:
     """Mark the stack's pending, running and cancelling flow runs Crashed; returns how many."""
     runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_ACTIVE_TYPES))
-        ),
+        flow_run_filter=busy_filter(),
         work_pool_filter=WorkPoolFilter(
             name=WorkPoolFilterName(any_=[settings.worker.pool, settings.worker.coordinator_pool])
         ),

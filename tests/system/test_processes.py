@@ -185,3 +185,17 @@ def test_log_tail_reports_the_end_of_a_log(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert processes.log_tail(log, 2) == "line 98\nline 99"
     assert processes.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_start_ticks_match_the_kernels_proc_stat(
+    settings: ConductorSettings, cleanup: None
+) -> None:
+    """psutil's create_time, in clock ticks, is /proc/<pid>/stat field 22 (PID files made by
+    earlier versions still match)."""
+    daemon = processes.start_daemon(
+        settings, "ticks", [sys.executable, "-c", PLAIN], env=dict(os.environ)
+    )
+    raw = Path(f"/proc/{daemon.pid}/stat").read_text()
+    assert processes.process_start_ticks(daemon.pid) == int(raw[raw.rfind(")") + 2 :].split()[19])
+    processes.terminate_processes([(daemon.pid, daemon.start_ticks)], grace_seconds=2)
+    assert processes.process_start_ticks(daemon.pid) is None
