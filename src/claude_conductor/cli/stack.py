@@ -151,5 +151,6 @@ def scale(
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
     app.command("down")(down)
+    app.command("stop", help="The same as `conductor down` (the design's name for it).")(down)
     app.command("status")(status)
     app.add_typer(agents_app, name="agents")
