@@ -38,7 +38,7 @@ def test_loads_a_full_task_and_resolves_repo_relative_to_the_file(tmp_path: Path
         ("kind: nonsense\nprompt: x\n", ["'kind'", "'nonsense'", "code_review"]),
         ("prompt: x\ntimeout_seconds: -5\n", ["'timeout_seconds'", "-5", "greater than 0"]),
         ("prompt: x\npriority: 11\n", ["'priority'", "11", "1 (lowest) to 10"]),
-        ("prompt: x\ncolour: red\n", ["unknown field 'colour'", "allowed fields"]),
+        ("prompt: x\ncolour: red\n", ["unknown field 'colour'", "remove it"]),
         ("kind: command\n", ["'command'", "needs a command"]),
         ("kind: refactor\n", ["'prompt'", "needs a prompt"]),
         ("prompt: [unclosed\n", ["invalid YAML", "line"]),

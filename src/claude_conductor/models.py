@@ -7,6 +7,7 @@ types once, at the edge.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import secrets
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "MAX_PROMPT_BYTES",
+    "PUBLIC_TASK_FIELDS",
     "TASK_KINDS",
     "AgentEvent",
     "AssistantText",
@@ -33,6 +36,7 @@ __all__ = [
     "UnknownEvent",
     "VerifyResult",
     "new_task_id",
+    "value_excerpt",
 ]
 
 TaskKind = Literal["code_review", "refactor", "test_generation", "analysis", "generic", "command"]
@@ -47,6 +51,29 @@ TASK_KINDS: tuple[str, ...] = (
 PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan"]
 
 _TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+
+MAX_PROMPT_BYTES = 256 * 1024
+"""Largest prompt (UTF-8 bytes) a task may carry; longer work belongs in files in the repo."""
+
+_TEXT_FIELDS = (
+    "id",
+    "title",
+    "prompt",
+    "repo",
+    "ref",
+    "files",
+    "model",
+    "verify",
+    "command",
+    "tags",
+    "allowed_tools",
+    "disallowed_tools",
+    "parent_id",
+)
+
+
+def _is_local_path(repo: str) -> bool:
+    return not ("://" in repo or (repo.startswith("git@") and ":" in repo))
 
 
 def new_task_id() -> str:
@@ -89,13 +116,23 @@ class TaskSpec(BaseModel):
     )
     files: list[str] = Field(default_factory=list, description="Files to focus on.")
     timeout_seconds: float = Field(
-        default=900, gt=0, le=86400, description="Wall-clock limit for the agent or command."
+        default=900,
+        gt=0,
+        le=86400,
+        strict=True,
+        allow_inf_nan=False,
+        description="Wall-clock limit for the agent or command.",
     )
     max_turns: int | None = Field(
-        default=30, gt=0, le=1000, description="Most agent turns before it is stopped."
+        default=30, gt=0, le=1000, strict=True, description="Most agent turns before it is stopped."
     )
     max_budget_usd: float | None = Field(
-        default=2.0, gt=0, le=10000, description="Most the agent may spend, in US dollars."
+        default=2.0,
+        gt=0,
+        le=10000,
+        strict=True,
+        allow_inf_nan=False,
+        description="Most the agent may spend, in US dollars.",
     )
     model: str | None = Field(default=None, description="Model alias or name, e.g. `sonnet`.")
     verify: str | None = Field(
@@ -104,9 +141,11 @@ class TaskSpec(BaseModel):
     command: str | None = Field(
         default=None, description="For kind=command: the shell command to run instead of an agent."
     )
-    priority: int = Field(default=5, ge=1, le=10, description="1 (lowest) to 10 (most urgent).")
+    priority: int = Field(
+        default=5, ge=1, le=10, strict=True, description="1 (lowest) to 10 (most urgent)."
+    )
     retries: int = Field(
-        default=0, ge=0, le=10, description="How often a crashed task is run again."
+        default=0, ge=0, le=10, strict=True, description="How often a crashed task is run again."
     )
     tags: list[str] = Field(default_factory=list, description="Free labels for filtering.")
     permission_mode: PermissionMode | None = Field(
@@ -133,6 +172,49 @@ class TaskSpec(BaseModel):
                 "starting with a letter or digit (it names a git branch)"
             )
         return value
+
+    @field_validator(*_TEXT_FIELDS)
+    @classmethod
+    def _no_nul_bytes(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError(
+                "contains a NUL byte (\\x00), which no command line or git ref can carry; remove it"
+            )
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_fits(cls, value: str) -> str:
+        size = len(value.encode("utf-8"))
+        if size > MAX_PROMPT_BYTES:
+            raise ValueError(
+                f"is {size} bytes, more than the limit of {MAX_PROMPT_BYTES} bytes "
+                f"({MAX_PROMPT_BYTES // 1024} KiB); put the material in a file in the "
+                "repository and name it in 'files'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _files_inside_repo(self) -> TaskSpec:
+        """Focus files stay inside the repository: relative, no ``..`` above the root (an
+        absolute path inside a local repository is made relative)."""
+        root = posixpath.normpath(self.repo) if _is_local_path(self.repo) else ""
+        inside: list[str] = []
+        for path in self.files:
+            norm = posixpath.normpath(path) if path.strip() else ""
+            in_root = posixpath.isabs(root) and root != "/" and norm.startswith(root + "/")
+            if posixpath.isabs(norm) and in_root:
+                norm = posixpath.relpath(norm, root)
+            if not norm or posixpath.isabs(norm) or norm == ".." or norm.startswith("../"):
+                raise ValueError(
+                    f"field 'files': {value_excerpt(path)} is outside the repository; "
+                    "give a path relative to the repository root, e.g. 'src/app.py'"
+                )
+            inside.append(norm)
+        if inside != self.files:
+            object.__setattr__(self, "files", inside)  # still validating: not yet frozen
+        return self
 
     @model_validator(mode="after")
     def _kind_needs_its_input(self) -> TaskSpec:
@@ -245,6 +327,21 @@ class TaskResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.status is TaskStatus.SUCCEEDED
+
+
+PUBLIC_TASK_FIELDS: tuple[str, ...] = tuple(
+    name for name in TaskSpec.model_fields if name not in ("parent_id",)
+)
+"""The fields a task file may set (``parent_id`` is set by fan-out)."""
+
+
+def value_excerpt(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters for huge values."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str | bytes | list | dict) else len(text)
+    return f"{text[: limit - 1]}… ({size} {'characters' if isinstance(value, str) else 'long'})"
 
 
 # --------------------------------------------------------------------------- agent events

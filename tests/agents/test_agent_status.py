@@ -42,6 +42,19 @@ def test_permission_denials_need_attention_though_exit_code_is_zero() -> None:
     assert "Write(/w/greet.py)" in error and "Bash(rm -rf build)" in error
 
 
+def test_a_long_denied_path_keeps_its_file_name() -> None:
+    # Issue 12: the message cut long paths from the end, losing the file name.
+    deep = "/tmp/pytest-of-root/pytest-7/test_review_cannot_edit0/home/worktrees/project"
+    denials = [
+        {"tool_name": "Write", "tool_input": {"file_path": f"{deep}/src/pkg/greeting_helper.py"}},
+        {"tool_name": "Bash", "tool_input": {"command": "echo " + "x" * 200 + " > out.txt"}},
+    ]
+    _, error = decide_status(result(permission_denials=denials), exit_code=0)
+    assert error is not None
+    assert "greeting_helper.py)" in error
+    assert "Bash(echo xxx" in error
+
+
 def test_many_denials_are_summarised() -> None:
     denials = [{"tool_name": "Write", "tool_input": {"file_path": f"/w/{i}"}} for i in range(8)]
     _, error = decide_status(result(permission_denials=denials), exit_code=0)

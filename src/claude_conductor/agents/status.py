@@ -38,13 +38,20 @@ def api_error_message(status: int, detail: str = "") -> str:
     return f"{message} [{detail}]" if detail else message
 
 
+_PATH_KEYS = ("file_path", "notebook_path", "path")
+
+
 def _tool_target(denial: dict[str, Any]) -> str:
     name = str(denial.get("tool_name") or "?")
     tool_input = denial.get("tool_input")
     if isinstance(tool_input, dict):
         for key in ("file_path", "notebook_path", "command", "path", "url"):
             if tool_input.get(key):
-                return f"{name}({str(tool_input[key])[:80]})"
+                value = " ".join(str(tool_input[key]).split())
+                if len(value) > 80:
+                    # A long path keeps its end (the file name); a command its start.
+                    value = "…" + value[-79:] if key in _PATH_KEYS else value[:79] + "…"
+                return f"{name}({value})"
     return name
 
 

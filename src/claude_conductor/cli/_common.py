@@ -12,6 +12,13 @@ from rich.console import Console
 
 from claude_conductor.errors import ConductorError
 
+try:  # Typer >= 0.29 raises the exceptions of the Click copy it vendors
+    from typer._click.exceptions import ClickException as _TyperClickException
+    from typer._click.exceptions import UsageError as _TyperUsageError
+except ImportError:  # an older Typer raises Click's own
+    _TyperClickException = click.exceptions.ClickException  # type: ignore[misc,assignment]
+    _TyperUsageError = click.exceptions.UsageError  # type: ignore[misc,assignment]
+
 __all__ = ["console", "err_console", "invoke", "print_json", "run_sync", "settings"]
 
 console = Console()
@@ -52,12 +59,17 @@ def invoke(app: typer.Typer, argv: list[str]) -> int:
     except ConductorError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.UsageError as exc:
+    except (click.exceptions.UsageError, _TyperUsageError) as exc:
+        # Typer >= 0.29 vendors its own Click: both kinds print the usage, the error and a
+        # `--help` hint, and exit 2.
         exc.show()
         return 2
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.ClickException, _TyperClickException) as exc:
+        exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Exit, typer.Exit) as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, typer.Abort):
         err_console.print("aborted")
         return 130
     except KeyboardInterrupt:

@@ -120,12 +120,16 @@ def import_(
     from claude_conductor.settings import config_path, default_home
 
     if file is None or file == "-":
-        piped = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        try:
+            piped = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        except (OSError, ValueError):  # no readable standard input (closed, captured)
+            piped = ""
         if not piped.strip():
             raise click.UsageError(
-                "missing FILE: give the file to import, or pipe one in "
+                "Missing argument 'FILE': give the file to import, or pipe one in "
                 "(`conductor config import < config.backup.yaml`, or `... | conductor config "
-                "import -`); nothing came on standard input"
+                "import -`); nothing came on standard input",
+                ctx=click.get_current_context(),
             )
         import_config("-", default_home(), io.StringIO(piped))
         _common.console.print(f"imported standard input into {config_path()}")

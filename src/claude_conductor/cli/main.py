@@ -45,7 +45,7 @@ def _register() -> None:
 
     run.register(app)
     demo.register(app)
-    for name in ("stack", "tasks", "agents", "config", "dashboard", "metrics", "deploy"):
+    for name in ("stack", "tasks", "agents", "config", "dashboard", "metrics", "deploy", "backup"):
         try:
             module = __import__(f"claude_conductor.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

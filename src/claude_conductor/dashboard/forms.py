@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from claude_conductor import config_file
 from claude_conductor.errors import TaskFileError
 from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.taskfile import describe_validation_error, parse_task
+from claude_conductor.taskfile import describe_validation_error, load_yaml_text, parse_task
 
 __all__ = [
     "FORM_FIELDS",
@@ -122,12 +121,9 @@ def check_yaml(text: str, source: str = "the pasted YAML") -> FormCheck:
     if not text.strip():
         return FormCheck(None, {"yaml": f"{source} is empty; a task needs at least a prompt"})
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        return FormCheck(None, {"yaml": f"{source}: invalid YAML{where}: {problem}"})
+        data = load_yaml_text(text, source)  # capped: size, depth, alias expansion
+    except TaskFileError as exc:
+        return FormCheck(None, {"yaml": str(exc)})
     if not isinstance(data, dict):
         return FormCheck(
             None,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from claude_conductor.agents.runtime import AgentOutcome, run_agent
 from claude_conductor.agents.shell import run_shell
+from claude_conductor.flows.stopping import stop_reason
 from claude_conductor.models import AgentEvent, TaskResult, TaskSpec, TaskStatus, VerifyResult
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.workspaces.source import resolve_source
@@ -96,7 +97,7 @@ async def do_work(
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        return WorkOutcome(TaskStatus.CANCELLED, "cancelled by the user", "")
+        return WorkOutcome(TaskStatus.CANCELLED, stop_reason(settings), "")
     summary = agent.result.result if agent.result else ""
     return WorkOutcome(agent.status, agent.error, summary, agent=agent)
 

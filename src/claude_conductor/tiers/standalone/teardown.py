@@ -1,5 +1,5 @@
 """Stopping a standalone stack so that nothing is left running: flow runs and their agents
-first (so they report Crashed and clean up), then the workers, the other daemons, the server,
+first (so they report that `conductor down` stopped them, and clean up), then the workers, the other daemons, the server,
 and last anything that still carries the stack's marker variable."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prefect.client.schemas.filters import (
 from prefect.states import Crashed
 
 from claude_conductor.client.connection import conductor_client, run_sync
+from claude_conductor.flows import stopping
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
 from claude_conductor.tiers.standalone import launch
@@ -25,6 +26,7 @@ from claude_conductor.tiers.status import DaemonStatus
 from claude_conductor.work_pools.pools import busy_filter
 
 __all__ = [
+    "DOWN_KILLED_MESSAGE",
     "INTERRUPTED_MESSAGE",
     "crash_interrupted_runs",
     "crash_leftover_runs",
@@ -44,6 +46,11 @@ async def _pause_pools(settings: ConductorSettings, paused: bool) -> None:
                 logger.warning("could not pause work pool %s: %s", pool, exc)
 
 
+DOWN_KILLED_MESSAGE = (
+    "stopped by `conductor down`: the run did not end within the grace period and its "
+    "process was killed; run it again with `conductor tasks retry`"
+)
+
 INTERRUPTED_MESSAGE = (
     "interrupted: the stack stopped without `conductor down` while this run was in flight "
     "(found by the next `conductor up`); run it again with `conductor tasks retry`"
@@ -53,7 +60,7 @@ INTERRUPTED_MESSAGE = (
 async def crash_leftover_runs(
     settings: ConductorSettings,
     client: PrefectClient,
-    message: str = "stopped by `conductor down`",
+    message: str = DOWN_KILLED_MESSAGE,
 ) -> int:
     """Mark the stack's pending, running and cancelling flow runs Crashed; returns how many."""
     runs = await client.read_flow_runs(
@@ -110,7 +117,9 @@ def crash_interrupted_runs(settings: ConductorSettings) -> int:
 
 def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list[DaemonStatus]:
     """Stop everything of the stack: new runs are held (pools paused), running flow runs get
-    SIGTERM (they report Crashed and stop their agents), then the workers, any other daemon
+    SIGTERM (they stop their agents, keep the work so far and end Cancelled with
+    ``stopping.STOPPED_BY_DOWN``; one that does not end in time is killed and marked Crashed
+    with ``DOWN_KILLED_MESSAGE``), then the workers, any other daemon
     (the dashboard), the server; anything still carrying the stack's marker is killed last.
     Returns what was stopped. Scheduled runs and all history stay in the database."""
     stopped: list[DaemonStatus] = []
@@ -119,8 +128,13 @@ def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list
     )
     if api_up:
         _best_effort("hold new runs (pause the pools)", _pause_pools(settings, paused=True))
-    for pid in processes.terminate_processes(flow_run_processes(settings), grace_seconds):
-        stopped.append(DaemonStatus(name="flow-run", pid=pid, running=False))
+    # The runs stopped now end Cancelled saying `conductor down` stopped them (not the user).
+    stopping.mark_stopping(settings)
+    try:
+        for pid in processes.terminate_processes(flow_run_processes(settings), grace_seconds):
+            stopped.append(DaemonStatus(name="flow-run", pid=pid, running=False))
+    finally:
+        stopping.clear_stopping(settings)
     names = processes.pid_file_names(settings)
     workers = [n for n in names if n.startswith("worker-")]
     others = [n for n in names if n not in workers and n != launch.SERVER]
