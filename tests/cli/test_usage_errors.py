@@ -77,7 +77,7 @@ def test_an_unknown_option(capsys: pytest.CaptureFixture[str], command: tuple[st
         (("tasks", "cancel"), "task_id"),
         (("tasks", "retry"), "task_id"),
         (("agents", "scale"), "count"),
-        (("config", "import"), ""),
+        (("config", "import"), "FILE"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else v,
 )

@@ -125,11 +125,11 @@ def import_(
         except (OSError, ValueError):  # no readable standard input (closed, captured)
             piped = ""
         if not piped.strip():
-            raise click.UsageError(
+            raise _common._TyperUsageError(
                 "Missing argument 'FILE': give the file to import, or pipe one in "
                 "(`conductor config import < config.backup.yaml`, or `... | conductor config "
                 "import -`); nothing came on standard input",
-                ctx=click.get_current_context(),
+                ctx=_current_context(),
             )
         import_config("-", default_home(), io.StringIO(piped))
         _common.console.print(f"imported standard input into {config_path()}")
@@ -140,3 +140,12 @@ def import_(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config")
+
+
+def _current_context() -> Any:
+    """The running command's context (Typer's vendored Click, else Click's own)."""
+    try:
+        from typer._click import get_current_context
+    except ImportError:
+        return click.get_current_context(silent=True)
+    return get_current_context(silent=True)
