@@ -125,7 +125,7 @@ def import_(
         except (OSError, ValueError):  # no readable standard input (closed, captured)
             piped = ""
         if not piped.strip():
-            raise _common._TyperUsageError(
+            raise _common._TyperUsageError(  # type: ignore[attr-defined]
                 "Missing argument 'FILE': give the file to import, or pipe one in "
                 "(`conductor config import < config.backup.yaml`, or `... | conductor config "
                 "import -`); nothing came on standard input",
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
 def _current_context() -> Any:
     """The running command's context (Typer's vendored Click, else Click's own)."""
     try:
-        from typer._click import get_current_context
+        from typer._click import get_current_context  # type: ignore[attr-defined]
     except ImportError:
         return click.get_current_context(silent=True)
     return get_current_context(silent=True)
