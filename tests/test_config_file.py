@@ -111,5 +111,5 @@ def test_import_with_nothing_to_read_is_a_usage_error(
 ) -> None:
     out = conductor(tmp_path / "h", *args, stdin="")
     assert out.returncode == 2, out.stderr
-    assert "missing FILE" in out.stderr and "Traceback" not in out.stderr
+    assert "Missing argument 'FILE'" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "h").exists()
