@@ -75,6 +75,11 @@ class AgentSettings(BaseModel):
     extra_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for every agent process."
     )
+    placement: Literal["process", "docker", "kubernetes"] = Field(
+        default="process",
+        description="Where agents and their commands run: `process` (a sandboxed child of "
+        "the task's engine), `docker` (a container per task), `kubernetes` (a pod per task).",
+    )
 
 
 class ServerSettings(BaseModel):

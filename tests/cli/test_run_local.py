@@ -238,3 +238,35 @@ def test_bad_input_is_one_clear_line_and_creates_nothing(
         assert part in lines[0]
     assert "Traceback" not in out.stderr
     assert not conductor.home.exists()  # type: ignore[attr-defined]
+
+
+def test_commands_and_verify_never_see_control_plane_variables(
+    tmp_path: Path, user_repo: Path, agent_env: dict[str, str]
+) -> None:
+    """A `kind: command` task and a `verify` command run untrusted code: they get the agent's
+    scrubbed environment, never the Prefect credential or Conductor's own settings."""
+    env = {
+        **agent_env,
+        "CONDUCTOR_HOME": str(tmp_path / "home"),
+        "PREFECT_API_AUTH_STRING": "admin:control-plane-pass",
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+        "DATABASE_PASSWORD": "db-pass",
+        "CONDUCTOR_AGENT__EXTRA_ENV": '{"GIVEN_TO_AGENTS": "yes"}',
+    }
+    dump = "env | sort > env.txt"
+    out = subprocess.run(
+        [sys.executable, "-m", "claude_conductor.cli.main", "run", "--kind", "command",
+         "--command", dump, "--verify", "env | sort", "--repo", str(user_repo), "--local",
+         "--json"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    seen = git(user_repo, "show", f"{result['branch']}:env.txt")
+    for text_ in (seen, result["verify"]["output_tail"]):
+        assert "control-plane-pass" not in text_ and "db-pass" not in text_
+        names = {line.split("=", 1)[0] for line in text_.splitlines() if "=" in line}
+        assert not {
+            n for n in names if n.startswith(("PREFECT_", "CONDUCTOR_HOME", "CONDUCTOR_AGENT"))
+        }
+        assert "GIVEN_TO_AGENTS=yes" in text_ and "PATH=" in text_

@@ -24,6 +24,7 @@ __all__ = [
     "Redactor",
     "build_argv",
     "build_env",
+    "build_shell_env",
     "find_claude",
     "prompt_on_stdin",
     "redact",
@@ -129,14 +130,7 @@ def build_env(
     (API key, auth token, base URL), ``CLAUDE_CODE_*`` and cloud-provider credentials; other
     variables (Conductor's own, Prefect's, unrelated secrets) are not given to the agent.
     """
-    env = {
-        name: value
-        for name, value in base_env.items()
-        if name not in _NEVER_PASS
-        and (name in _PASS_THROUGH_NAMES or name.startswith(_PASS_THROUGH_PREFIXES))
-    }
-    env.setdefault("PATH", os.defpath)
-    env.update(settings.agent.extra_env)
+    env = build_shell_env(settings, base_env)
     env.update(
         {
             # Per-agent sessions, settings and caches: parallel agents must not collide.
@@ -147,4 +141,19 @@ def build_env(
             "IS_SANDBOX": "1",
         }
     )
+    return env
+
+
+def build_shell_env(settings: ConductorSettings, base_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of untrusted work (the agent, a ``kind: command`` command, ``verify``):
+    the pass-through variables of ``base_env`` plus ``agent.extra_env``; never Conductor's or
+    Prefect's own variables (``PREFECT_API_AUTH_STRING`` above all) or unrelated secrets."""
+    env = {
+        name: value
+        for name, value in base_env.items()
+        if name not in _NEVER_PASS
+        and (name in _PASS_THROUGH_NAMES or name.startswith(_PASS_THROUGH_PREFIXES))
+    }
+    env.setdefault("PATH", os.defpath)
+    env.update(settings.agent.extra_env)
     return env

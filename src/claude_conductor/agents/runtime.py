@@ -32,6 +32,7 @@ from claude_conductor.agents.argv import (
     prompt_on_stdin,
 )
 from claude_conductor.agents.kinds import policy_for, render_prompt
+from claude_conductor.agents.placement import LaunchRequest, get_placement
 from claude_conductor.agents.process import new_mark, spawn, stop_group, wait_exit
 from claude_conductor.agents.shell import tail_text
 from claude_conductor.agents.status import decide_status
@@ -207,6 +208,19 @@ async def run_agent(
     config_dir.mkdir(parents=True, exist_ok=True)
     transcript_path.parent.mkdir(parents=True, exist_ok=True)
 
+    placement = get_placement(settings)
+    plan = placement.plan(
+        LaunchRequest(
+            task_id=spec.id,
+            role="agent",
+            argv=argv,
+            env=env,
+            workspace=workspace,
+            timeout_seconds=spec.timeout_seconds,
+            stdin_used=stdin_prompt,
+        )
+    )
+
     run = _Run()
     stderr = _StderrTail()
     mark = new_mark()
@@ -214,18 +228,20 @@ async def run_agent(
     with transcript_path.open("a", encoding="utf-8") as transcript:
         try:
             process = await spawn(
-                argv,
-                cwd=workspace,
-                env=env,
+                plan.argv,
+                cwd=plan.cwd,
+                env=plan.env,
                 mark=mark,
                 stdin=asyncio.subprocess.PIPE if stdin_prompt else asyncio.subprocess.DEVNULL,
                 line_limit_bytes=agent.max_line_bytes,
             )
         except OSError as exc:
-            raise AgentError(f"could not start the agent {str(claude)!r}: {exc}") from exc
+            await plan.run_cleanup()
+            raise AgentError(f"could not start the agent {str(plan.argv[0])!r}: {exc}") from exc
         logger.info(
-            "agent for task %s started: pid %d, kind %s, permission mode %s, in %s",
+            "agent for task %s started (%s placement): pid %d, kind %s, permission mode %s, in %s",
             spec.id,
+            placement.name,
             process.pid,
             spec.kind,
             policy_for(spec).permission_mode,
@@ -253,6 +269,7 @@ async def run_agent(
                 for helper in helpers:
                     helper.cancel()
                 transcript.flush()
+                await asyncio.shield(plan.run_cleanup())
 
     stderr_tail = redactor(tail_text(bytes(stderr.data)))
     status, error = decide_status(

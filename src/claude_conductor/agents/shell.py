@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from claude_conductor.agents.argv import Redactor
+from claude_conductor.agents.placement import LaunchRequest, Placement
 from claude_conductor.agents.process import new_mark, spawn, stop_group, wait_exit
 from claude_conductor.models import VerifyResult
 
@@ -69,8 +70,13 @@ async def run_shell(
     env: Mapping[str, str] | None = None,
     *,
     kill_grace_seconds: float = 3.0,
+    placement: Placement | None = None,
+    task_id: str = "",
 ) -> VerifyResult:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd``; never raises for the command failing.
+
+    ``placement`` decides where it runs (default: a child process here); ``env`` is used as
+    given, so callers pass a scrubbed one (``agents.argv.build_shell_env``) for untrusted work.
 
     Returns its exit code (None when it was stopped), a redacted tail of its combined output,
     its duration, and whether the timeout stopped it. On cancellation the process group is
@@ -80,14 +86,33 @@ async def run_shell(
     redact = Redactor(run_env)
     started = time.monotonic()
     mark = new_mark()
-    process = await spawn(
-        ["/bin/sh", "-c", command],
-        cwd=cwd,
-        env=run_env,
-        mark=mark,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    argv = ["/bin/sh", "-c", command]
+    plan = None
+    if placement is not None:
+        plan = placement.plan(
+            LaunchRequest(
+                task_id=task_id,
+                role="shell",
+                argv=argv,
+                env=run_env,
+                workspace=Path(cwd),
+                timeout_seconds=timeout_seconds,
+            )
+        )
+        argv, run_env, cwd = plan.argv, plan.env, plan.cwd
+    try:
+        process = await spawn(
+            argv,
+            cwd=cwd,
+            env=run_env,
+            mark=mark,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except BaseException:
+        if plan is not None:
+            await plan.run_cleanup()
+        raise
     tail = _Tail(TAIL_BYTES * 4)
     pump = asyncio.create_task(_pump(process.stdout, tail))
     timed_out = False
@@ -106,6 +131,8 @@ async def run_shell(
         finally:
             if not pump.done():
                 pump.cancel()  # a process outside the group still holds the pipe
+            if plan is not None:
+                await asyncio.shield(plan.run_cleanup())
     output = tail_text(tail.value())
     if timed_out:
         output += f"\n[conductor] stopped after the {timeout_seconds:g}s timeout"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from claude_conductor.agents.argv import build_shell_env
+from claude_conductor.agents.placement import get_placement
 from claude_conductor.agents.runtime import AgentOutcome, run_agent
 from claude_conductor.agents.shell import run_shell
 from claude_conductor.flows.stopping import stop_reason
@@ -81,7 +83,14 @@ async def do_work(
     try:
         if spec.kind == "command":
             assert spec.command is not None  # guaranteed by TaskSpec's validator
-            cmd = await run_shell(spec.command, ws.path, spec.timeout_seconds, env)
+            cmd = await run_shell(
+                spec.command,
+                ws.path,
+                spec.timeout_seconds,
+                build_shell_env(settings, env),
+                placement=get_placement(settings),
+                task_id=spec.id,
+            )
             return _command_outcome(cmd)
         agent = await run_agent(
             spec,
@@ -121,12 +130,23 @@ def _command_outcome(cmd: VerifyResult) -> WorkOutcome:
 
 
 async def run_verify(
-    spec: TaskSpec, ws: Workspace, base_env: Mapping[str, str] | None = None
+    spec: TaskSpec,
+    ws: Workspace,
+    settings: ConductorSettings,
+    base_env: Mapping[str, str] | None = None,
 ) -> VerifyResult | None:
+    """Run the task's ``verify`` command where its agent ran, with the agent's environment."""
     if not spec.verify:
         return None
-    env = dict(base_env if base_env is not None else os.environ)
-    return await run_shell(spec.verify, ws.path, spec.timeout_seconds, env)
+    env = build_shell_env(settings, base_env if base_env is not None else os.environ)
+    return await run_shell(
+        spec.verify,
+        ws.path,
+        spec.timeout_seconds,
+        env,
+        placement=get_placement(settings),
+        task_id=spec.id,
+    )
 
 
 def collect(
@@ -204,7 +224,7 @@ async def execute_task(
     work = await do_work(spec, ws, settings, on_event=on_event, base_env=base_env)
     verify = None
     if work.status is TaskStatus.SUCCEEDED:
-        verify = await run_verify(spec, ws, base_env)
+        verify = await run_verify(spec, ws, settings, base_env)
     result = await asyncio.to_thread(
         collect, spec, ws, work, verify, settings, started_at=started_at, started_monotonic=t0
     )

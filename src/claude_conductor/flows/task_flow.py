@@ -81,7 +81,7 @@ async def run_work(spec: TaskSpec, ws: Workspace) -> steps.WorkOutcome:
 
 @task(name="verify", cache_policy=NO_CACHE)
 async def verify_work(spec: TaskSpec, ws: Workspace) -> VerifyResult | None:
-    return await steps.run_verify(spec, ws)
+    return await steps.run_verify(spec, ws, load_settings())
 
 
 @task(name="collect-result", cache_policy=NO_CACHE)
