@@ -125,6 +125,11 @@ class WorkerSettings(BaseModel):
     coordinator_slots: int = Field(
         default=2, ge=1, le=64, description="Fan-out parents that may wait at once."
     )
+    preload: list[str] = Field(
+        default_factory=list,
+        description="Modules the worker's forkserver imports once, besides Prefect and "
+        "Conductor's flows (the flow modules of your own deployments on Conductor's pools).",
+    )
 
 
 class DashboardSettings(BaseModel):

@@ -58,6 +58,7 @@ from prefect.workers.process import (
 )
 from pydantic import Field
 
+from claude_conductor.settings import load_settings
 from claude_conductor.system.hardening import make_undumpable
 from claude_conductor.work_pools import forking
 from claude_conductor.work_pools.pools import busy_filter
@@ -209,7 +210,8 @@ class ConductorWorker(ProcessWorker):
         make_undumpable()  # the worker holds the API credential; its agents run as this user
         await BaseWorker.__aenter__(self)  # not ProcessWorker's: no ad hoc Runner
         stack = self._exit_stack
-        self._forkserver = await stack.enter_async_context(forking.shared_forkserver())
+        preload = (*forking.DEFAULT_PRELOAD, *load_settings().worker.preload)
+        self._forkserver = await stack.enter_async_context(forking.shared_forkserver(preload))
         self._executor_ctx = await stack.enter_async_context(FlowRunExecutorContext())
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._wake_on_events)

@@ -11,6 +11,7 @@ every flow run and agent.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -162,5 +163,7 @@ def worker_env(
     )
     if settings.server.auth_string is not None:
         env["PREFECT_API_AUTH_STRING"] = settings.server.auth_string.get_secret_value()
+    if settings.worker.preload:
+        env["CONDUCTOR_WORKER__PRELOAD"] = json.dumps(settings.worker.preload)
     env.update(extra_env or {})
     return env
