@@ -231,8 +231,11 @@ def _up(
         _wait_server(settings, remaining())
         step("creating the work pools and queues")
         run_sync(_ensure_pools(settings))
+        # The whole stack died (the server too): no process will report on its runs. When
+        # only the worker died, its successor adopts or ends them itself (work_pools.worker).
         workers_alive = processes.is_running(settings, launch.WORKER)
-        if not workers_alive and not teardown.flow_run_processes(settings):
+        server_restarted = launch.SERVER in started
+        if server_restarted and not workers_alive and not teardown.flow_run_processes(settings):
             step("checking for runs an unclean stop left in flight")
             teardown.crash_interrupted_runs(settings)
         extra = dict(worker_extra_env or {})
