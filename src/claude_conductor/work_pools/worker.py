@@ -510,5 +510,5 @@ def _working_dir(configured: Path | None) -> Any:
     if configured:
         yield Path(configured)
         return
-    with tempfile.TemporaryDirectory(prefix="conductor-run-") as path:
+    with tempfile.TemporaryDirectory(suffix="prefect") as path:  # as the process worker
         yield Path(path).resolve()
