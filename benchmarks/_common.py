@@ -66,11 +66,14 @@ def compile_bytecode(env: dict[str, str]) -> float:
 def summary(values: Sequence[float], digits: int = 2) -> dict[str, Any]:
     """min / median / max (and every value) of a series."""
     if not values:
-        return {"n": 0, "min": None, "median": None, "max": None, "values": []}
+        return {"n": 0, "min": None, "median": None, "p95": None, "max": None, "values": []}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered) + 0.5) - 1))]
     return {
         "n": len(values),
         "min": round(min(values), digits),
         "median": round(statistics.median(values), digits),
+        "p95": round(p95, digits),
         "max": round(max(values), digits),
         "values": [round(v, digits) for v in values],
     }

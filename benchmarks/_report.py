@@ -15,6 +15,8 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("(b) throughput, {tasks} tasks on {agents} slots", "burst_tasks_per_second", "tasks/s"),
     ("(b) wall time, {tasks} tasks on {agents} slots", "burst_wall_seconds", "s"),
     ("(b) machine CPU per task during (b)", "burst_machine_cpu_seconds_per_task", "CPU s"),
+    ("(b) one submission during the burst, p50", "burst_one_submission_p50_seconds", "s"),
+    ("(b) one submission during the burst, max", "burst_one_submission_max_seconds", "s"),
     ("(c) idle memory, VmRSS sum", "idle_memory_rss_mib", "MiB"),
     ("(c) idle memory, PSS sum", "idle_memory_pss_mib", "MiB"),
     ("(c) idle memory with dashboard, VmRSS sum", "idle_memory_dashboard_rss_mib", "MiB"),
@@ -29,7 +31,8 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
 def _cell(figure: dict[str, Any] | None) -> str:
     if not figure or figure.get("median") is None:
         return "n/a"
-    return f"{figure['min']:g} / **{figure['median']:g}** / {figure['max']:g}"
+    p95 = f" (p95 {figure['p95']:g})" if figure.get("p95") is not None else ""
+    return f"{figure['min']:g} / **{figure['median']:g}** / {figure['max']:g}{p95}"
 
 
 def _median(figure: dict[str, Any] | None) -> str:
@@ -76,6 +79,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} ({unit}) | {_cell(c.get(key))} | {_cell(s.get(key))} | "
             f"{'' if ratio is None else f'{ratio:g}x'} |"
         )
+    if "database_locked_errors" in c or "database_locked_errors" in s:
+        lines += [
+            "",
+            '"database is locked" errors in the server log during (a) and (b): Conductor '
+            f"{c.get('database_locked_errors', 'n/a')}, stock {s.get('database_locked_errors', 'n/a')}.",
+        ]
     lines += [
         "",
         "## Where the time goes between submit and work (medians of (a), seconds)",

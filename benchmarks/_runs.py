@@ -135,7 +135,12 @@ async def burst(
     meanwhile, per task (server, workers, flow-run processes; and anything else running)."""
     cpu_before = _busy_cpu_seconds()
     began = time.time()
-    ids = [await submit(client, index, marks / f"burst-{index}.txt") for index in range(tasks)]
+    ids = []
+    submit_seconds: list[float] = []
+    for index in range(tasks):
+        one = time.perf_counter()
+        ids.append(await submit(client, index, marks / f"burst-{index}.txt"))
+        submit_seconds.append(time.perf_counter() - one)
     submitted = time.time()
     runs = await _wait_final(client, ids, timeout_seconds, poll_seconds=1.0)
     cpu = _busy_cpu_seconds() - cpu_before
@@ -159,6 +164,8 @@ async def burst(
         "wall_seconds": round(wall, 2),
         "tasks_per_second": round(tasks / wall, 3),
         "submit_seconds": round(submitted - began, 2),
+        "one_submission_p50_seconds": round(statistics.median(submit_seconds), 3),
+        "one_submission_max_seconds": round(max(submit_seconds), 3),
         "machine_cpu_seconds_per_task": round(cpu / tasks, 2),
         "first_work_start_seconds": round(min(waits), 2) if waits else None,
         "median_work_start_seconds": round(statistics.median(waits), 2) if waits else None,

@@ -18,7 +18,9 @@ Measures, each as min / median / max:
     again after ``down`` (warm); stock: ``prefect server start`` until ``/api/health`` answers,
     then ``prefect worker start`` until its first heartbeat.
 
-Conductor runs with the tier's defaults (poll every 1 s); stock with Prefect's (every 10 s).
+Conductor runs with the tier's defaults (the conductor worker: forked runs, woken by events,
+fallback poll every 10 s); stock with Prefect's (every 10 s). Also recorded: each submission's
+own time during (b) (p50 / max) and the "database is locked" errors in each server's log.
 Phases run one after the other (never both stacks at once). With ``--pyc`` (the default) every
 process uses a private bytecode cache filled beforehand by ``python -m compileall``.
 Writes ``<out-dir>/standalone-<date>.json`` and ``.md``; everything started is stopped again.
@@ -185,6 +187,9 @@ class Bench:
             asyncio.run(go())
         finally:
             standalone.down(settings)
+            self.raw["conductor"]["database_locked"] = _locked(
+                settings.logs_dir / "prefect-server.log"
+            )
 
     def stock_runs(self) -> None:
         stack = self.stock("stock-runs")
@@ -206,6 +211,7 @@ class Bench:
             asyncio.run(go())
         finally:
             stack.stop()
+            self.raw["stock"]["database_locked"] = _locked(stack.root / "stock-server.log")
 
     def cleanup(self) -> None:
         for settings in self.homes:
@@ -217,6 +223,14 @@ class Bench:
             stack.stop()
         for folder in self.root.glob("stock-*"):
             reap_all(folder)
+
+
+def _locked(log: Path) -> int:
+    """SQLite "database is locked" errors the server logged."""
+    try:
+        return log.read_text(encoding="utf-8", errors="replace").count("database is locked")
+    except OSError:
+        return -1
 
 
 def _figures(raw: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +265,14 @@ def _figures(raw: dict[str, Any]) -> dict[str, Any]:
             [b["machine_cpu_seconds_per_task"] for b in bursts]
         )
         out["burst_all_completed"] = all(b["completed"] == b["tasks"] for b in bursts)
+        out["burst_one_submission_p50_seconds"] = summary(
+            [b["one_submission_p50_seconds"] for b in bursts], 3
+        )
+        out["burst_one_submission_max_seconds"] = summary(
+            [b["one_submission_max_seconds"] for b in bursts], 3
+        )
+    if "database_locked" in raw:
+        out["database_locked_errors"] = raw["database_locked"]
     return out
 
 

@@ -33,6 +33,34 @@ SLEEPY = DeploymentDef(
     description="Test only: sleeps, and records when it ran.",
     tags=("conductor-test",),
 )
+CHATTY = DeploymentDef(
+    flow_name="conductor-stack-test-chatty",
+    name="run",
+    entrypoint="conductor_stack_test_flows.chatty",
+    pool="agents",
+    description="Test only: logs lines and ends right after the last one.",
+    tags=("conductor-test",),
+)
+VERSIONED = DeploymentDef(
+    flow_name="conductor-stack-test-versioned",
+    name="run",
+    entrypoint="conductor_stack_versioned.versioned",
+    pool="agents",
+    description="Test only: says which version of its module ran (preloaded by the forkserver).",
+    tags=("conductor-test",),
+)
+VERSIONED_SOURCE = """from typing import Any
+
+from prefect import flow
+from prefect.states import Completed
+
+VERSION = {version}
+
+
+@flow(name="conductor-stack-test-versioned", persist_result=False)
+async def versioned(spec: dict[str, Any]) -> Any:
+    return Completed(message=f"version {{VERSION}}")
+"""
 PROBE_VALUE = "passed-through"
 
 
@@ -46,13 +74,14 @@ def free_port() -> int:
             return port
 
 
-def stack_env() -> dict[str, str]:
+def stack_env(code_dir: Path | None = None) -> dict[str, str]:
     """The environment the stack's processes inherit: ours, plus the test flows' directory
-    and an ANTHROPIC_* probe that flow runs must see."""
+    (and ``code_dir``, for code a test changes) and an ANTHROPIC_* probe that flow runs must
+    see."""
     # Another test's settings (CONDUCTOR_*, PREFECT_*) must not leak into the stack.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "PREFECT_"))}
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(STACKFLOWS), env.get("PYTHONPATH", "")) if p
+        p for p in (str(STACKFLOWS), str(code_dir or ""), env.get("PYTHONPATH", "")) if p
     )
     env["ANTHROPIC_STACK_TEST_PROBE"] = PROBE_VALUE
     # A stray Prefect API in the caller's environment must not leak into the stack.
@@ -65,17 +94,20 @@ class Stack:
     settings: ConductorSettings
     info: StackInfo
     env: dict[str, str]
+    code_dir: Path | None = None
 
     @property
     def home(self) -> Path:
         return self.settings.home
 
 
-def make_settings(home: Path, port: int, agents: int = 2) -> ConductorSettings:
+def make_settings(
+    home: Path, port: int, agents: int = 2, preload: tuple[str, ...] = ()
+) -> ConductorSettings:
     return ConductorSettings(
         home=home,
         server=ServerSettings(host="127.0.0.1", port=port),
-        worker=WorkerSettings(agents=agents, query_seconds=0.5),
+        worker=WorkerSettings(agents=agents, query_seconds=0.5, preload=list(preload)),
         dashboard={"enabled": False},
     )
 
@@ -84,11 +116,14 @@ def make_settings(home: Path, port: int, agents: int = 2) -> ConductorSettings:
 def conductor_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``up`` once for the session (agents=2, dashboard off); ``down`` at the end."""
     home = tmp_path_factory.mktemp("conductor-home")
-    settings = make_settings(home, free_port())
-    env = stack_env()
+    code_dir = tmp_path_factory.mktemp("stack-code")
+    (code_dir / "conductor_stack_versioned.py").write_text(VERSIONED_SOURCE.format(version=1))
+    preload = ("conductor_stack_test_flows", "conductor_stack_versioned")
+    settings = make_settings(home, free_port(), preload=preload)
+    env = stack_env(code_dir)
     try:
         info = standalone.up(settings, base_env=env, timeout_seconds=180)
-        register_deployments(settings, (SLEEPY,))
-        yield Stack(settings=settings, info=info, env=env)
+        register_deployments(settings, (SLEEPY, CHATTY, VERSIONED))
+        yield Stack(settings=settings, info=info, env=env, code_dir=code_dir)
     finally:
         standalone.down(settings, grace_seconds=5)

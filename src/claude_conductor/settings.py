@@ -117,7 +117,10 @@ class WorkerSettings(BaseModel):
     agents: int = Field(default=2, ge=1, le=64, description="Agent slots: tasks run at once.")
     pool: str = Field(default="conductor-agents", description="The Prefect work pool.")
     query_seconds: float = Field(
-        default=1.0, gt=0, description="How often the worker polls for scheduled runs."
+        default=10.0,
+        gt=0,
+        description="How often the worker polls for scheduled runs when no event woke it "
+        "(it wakes as soon as a run is scheduled or one of its runs ends).",
     )
     coordinator_pool: str = Field(
         default="conductor-coordinators",
@@ -126,6 +129,11 @@ class WorkerSettings(BaseModel):
     )
     coordinator_slots: int = Field(
         default=2, ge=1, le=64, description="Fan-out parents that may wait at once."
+    )
+    preload: list[str] = Field(
+        default_factory=list,
+        description="Modules the worker's forkserver imports once, besides Prefect and "
+        "Conductor's flows (the flow modules of your own deployments on Conductor's pools).",
     )
 
 

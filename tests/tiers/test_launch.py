@@ -56,16 +56,16 @@ def test_server_runs_on_sqlite_under_the_home_with_analytics_off(
     assert env[launch.STACK_MARKER] == str(settings.home)
 
 
-def test_worker_polls_the_pool_and_passes_the_callers_environment_through(
+def test_one_worker_serves_both_pools_and_passes_the_callers_environment_through(
     settings: ConductorSettings,
 ) -> None:
-    argv = launch.worker_argv(settings, "agents", python=sys.executable)
-    assert argv[1:5] == ["-m", "prefect", "worker", "start"]
-    assert argv[argv.index("--pool") + 1] == "conductor-agents"
-    assert argv[argv.index("--type") + 1] == "process"
-    assert "--limit" not in argv  # the pool's limit is the gate (see worker_argv)
-    coordinator = launch.worker_argv(settings, "coordinators")
-    assert coordinator[coordinator.index("--pool") + 1] == "conductor-coordinators"
+    argv = launch.worker_argv(settings, python=sys.executable)
+    assert argv[:3] == [sys.executable, "-m", "claude_conductor.work_pools.serve"]
+    pools = [argv[i + 1] for i, a in enumerate(argv) if a == "--pool"]
+    names = [argv[i + 1] for i, a in enumerate(argv) if a == "--name"]
+    assert pools == ["conductor-agents", "conductor-coordinators"]
+    assert names == ["conductor-agents-worker", "conductor-coordinators-worker"]
+    assert "--limit" not in argv  # the pools' limits are the gate (see worker_argv)
 
     env = launch.worker_env(settings, CALLER_ENV, {"EXTRA": "1"})
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:4321/api"

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     ArtifactCollectionFilter,
@@ -68,9 +69,14 @@ def api_client(
     return conductor_client(settings)
 
 
-async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
-    """Create the task's flow run on its deployment (fan-out when it has subtasks)."""
-    name = FANOUT_DEPLOYMENT if spec.subtasks else TASK_DEPLOYMENT
+# (API URL, deployment name) -> deployment id: a submission is then one request, not two.
+_DEPLOYMENT_IDS: dict[tuple[str, str], UUID] = {}
+
+
+async def _deployment_id(client: PrefectClient, name: str, *, fresh: bool = False) -> UUID:
+    key = (str(client.api_url), name)
+    if not fresh and key in _DEPLOYMENT_IDS:
+        return _DEPLOYMENT_IDS[key]
     try:
         deployment = await client.read_deployment_by_name(name)
     except ObjectNotFound as exc:
@@ -78,17 +84,34 @@ async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
             f"deployment {name!r} is not registered on {client.api_url}; "
             "run `conductor up` (or `prefect deploy --all`) first"
         ) from exc
+    _DEPLOYMENT_IDS[key] = deployment.id
+    return deployment.id
+
+
+async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
+    """Create the task's flow run on its deployment (fan-out when it has subtasks): one
+    request once this process knows the deployment's id."""
+    name = FANOUT_DEPLOYMENT if spec.subtasks else TASK_DEPLOYMENT
     if spec.subtasks:
         # Resolve inheritance now: once serialized, every subtask field would count as set.
         spec = spec.model_copy(update={"subtasks": spec.expanded_subtasks()})
-    return await client.create_flow_run_from_deployment(
-        deployment.id,
-        parameters={"spec": spec.model_dump(mode="json")},
-        name=spec.id,
-        tags=submission_tags(spec),
-        work_queue_name=_queue_for(spec.priority),
-        idempotency_key=spec.id,
-    )
+    for fresh in (False, True):
+        deployment_id = await _deployment_id(client, name, fresh=fresh)
+        try:
+            return await client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={"spec": spec.model_dump(mode="json")},
+                name=spec.id,
+                tags=submission_tags(spec),
+                work_queue_name=_queue_for(spec.priority),
+                idempotency_key=spec.id,
+            )
+        except (ObjectNotFound, httpx.HTTPStatusError) as exc:
+            response = getattr(exc, "response", None)
+            if fresh or (response is not None and response.status_code != 404):
+                raise
+            # The deployment was registered again (a new id): look it up once more.
+    raise AssertionError("unreachable")
 
 
 async def find_run(client: PrefectClient, task_id: str) -> FlowRun:

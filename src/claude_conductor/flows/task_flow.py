@@ -117,7 +117,7 @@ async def run_one(spec: TaskSpec) -> TaskResult:
     except AgentCrashed as exc:
         work = exc.outcome
     verify = None
-    if work.status is TaskStatus.SUCCEEDED:
+    if work.status is TaskStatus.SUCCEEDED and spec.verify:  # no empty task run (API writes)
         verify = await verify_work(spec, ws)
     result = await collect_result(spec, ws, work, verify, started_at, t0)
     await publish_result(result)

@@ -57,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TemplateKind = Literal["process", "docker", "kubernetes"]
+TemplateKind = Literal["conductor", "process", "docker", "kubernetes"]
 PoolKind = Literal["agents", "coordinators"]
 
 BUSY_STATE_TYPES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
@@ -157,7 +157,19 @@ async def _ensure_pool(
         )
         logger.info("created work pool %s (limit %d)", name, concurrency_limit)
     else:
-        if pool.type != template_kind:
+        if pool.type != template_kind and await _replaceable(client, pool, template_kind):
+            await client.delete_work_pool(name)
+            logger.info("work pool %s: type %s replaced by %s", name, pool.type, template_kind)
+            return await _ensure_pool(
+                client,
+                name,
+                template_kind=template_kind,
+                concurrency_limit=concurrency_limit,
+                description=description,
+            )
+        if (pool.type, template_kind) == ("process", "conductor"):
+            template = load_template("process")  # kept until its runs are done (see above)
+        elif pool.type != template_kind:
             raise InputError(
                 f"work pool {name!r} exists with type {pool.type!r}, not {template_kind!r}; "
                 "delete it (`prefect work-pool delete`) or choose another pool name",
@@ -174,6 +186,31 @@ async def _ensure_pool(
         pool = await client.read_work_pool(name)
     await _ensure_queues(client, name)
     return pool
+
+
+async def _replaceable(client: PrefectClient, pool: WorkPool, wanted: TemplateKind) -> bool:
+    """An older Conductor's ``process`` pool becomes a ``conductor`` pool (a pool's type
+    cannot be changed in place) when none of its runs is waiting or in flight."""
+    if (pool.type, wanted) != ("process", "conductor"):
+        return False
+    unfinished = await client.count_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(
+                    any_=[StateType.SCHEDULED, *BUSY_STATE_TYPES, StateType.PAUSED]
+                )
+            )
+        ),
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool.name])),
+    )
+    if unfinished:
+        logger.warning(
+            "work pool %s is of type process with %d unfinished runs: kept as it is "
+            "(run `conductor up` again once they are done to use the conductor worker)",
+            pool.name,
+            unfinished,
+        )
+    return unfinished == 0
 
 
 async def _ensure_queues(client: PrefectClient, pool: str) -> list[WorkQueue]:
@@ -202,12 +239,13 @@ async def _ensure_queues(client: PrefectClient, pool: str) -> list[WorkQueue]:
 
 
 async def ensure_agent_pool(client: PrefectClient, settings: ConductorSettings) -> WorkPool:
-    """Create or update the agent pool: process type, Conductor's template, one slot per agent
-    (``settings.worker.agents``), not paused, with the priority queues."""
+    """Create or update the agent pool: ``conductor`` type (``work_pools.worker``), its
+    template, one slot per agent (``settings.worker.agents``), not paused, with the priority
+    queues."""
     return await _ensure_pool(
         client,
         settings.worker.pool,
-        template_kind="process",
+        template_kind="conductor",
         concurrency_limit=settings.worker.agents,
         description="Claude Conductor agents: one slot per agent; queues urgent, normal, low.",
     )
@@ -218,7 +256,7 @@ async def ensure_coordinator_pool(client: PrefectClient, settings: ConductorSett
     return await _ensure_pool(
         client,
         settings.worker.coordinator_pool,
-        template_kind="process",
+        template_kind="conductor",
         concurrency_limit=settings.worker.coordinator_slots,
         description="Claude Conductor fan-out parents: they wait for subtasks on the agent pool.",
     )

@@ -46,3 +46,15 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
     return record
+
+
+@flow(name="conductor-stack-test-chatty", persist_result=False)
+async def chatty(spec: dict[str, Any]) -> int:
+    """Logs ``lines`` numbered lines and returns at once: every one must reach the API."""
+    from prefect import get_run_logger
+
+    logger = get_run_logger()
+    lines = int(spec.get("lines", 50))
+    for n in range(lines):
+        logger.info("chatty line %d of %d", n + 1, lines)
+    return lines

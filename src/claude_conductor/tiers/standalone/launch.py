@@ -11,6 +11,7 @@ every flow run and agent.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,8 @@ __all__ = [
     "COORDINATOR_WORKER",
     "SERVER",
     "STACK_MARKER",
+    "WORKER",
+    "WORKER_POOLS",
     "WorkerKind",
     "database_url",
     "health_url",
@@ -38,8 +41,11 @@ __all__ = [
 ]
 
 SERVER = "prefect-server"
-AGENT_WORKER = "worker-agents"
-COORDINATOR_WORKER = "worker-coordinators"
+WORKER = "worker"
+"""One worker process serves both pools (``work_pools.serve``), each with its own slots."""
+AGENT_WORKER = WORKER  # the process that runs the agents' flow runs
+COORDINATOR_WORKER = WORKER  # ... and the fan-out parents'
+WORKER_POOLS: tuple[PoolKind, ...] = ("agents", "coordinators")
 #: Set in every process of a stack (inherited by flow runs and agents): ``down`` finds them all.
 STACK_MARKER = "CONDUCTOR_STACK"
 
@@ -128,20 +134,15 @@ def worker_name(settings: ConductorSettings, kind: WorkerKind) -> str:
     return f"{pool_name(settings, kind)}-worker"
 
 
-def worker_argv(
-    settings: ConductorSettings, kind: WorkerKind, python: str = sys.executable
-) -> list[str]:
-    """``prefect worker start`` for one pool. No ``--limit``: the pool's concurrency limit is
-    the one gate (server-side, by queue priority, changeable while running); a worker limit
-    could only be raised by restarting the worker, which kills its flow runs."""
-    return [
-        python, "-m", "prefect", "worker", "start",
-        "--pool", pool_name(settings, kind),
-        "--type", "process",
-        "--name", worker_name(settings, kind),
-        "--install-policy", "never",
-        "--no-create-pool-if-not-found",
-    ]  # fmt: skip
+def worker_argv(settings: ConductorSettings, python: str = sys.executable) -> list[str]:
+    """The worker process: a Conductor worker (``work_pools.worker``, type ``conductor``)
+    for each pool, sharing one warm forkserver. No worker ``--limit``: the pools'
+    concurrency limits are the one gate (server-side, by queue priority, changeable while
+    running); a worker limit could only be raised by restarting the worker."""
+    argv = [python, "-m", "claude_conductor.work_pools.serve"]
+    for kind in WORKER_POOLS:
+        argv += ["--pool", pool_name(settings, kind), "--name", worker_name(settings, kind)]
+    return argv
 
 
 def worker_env(
@@ -162,5 +163,7 @@ def worker_env(
     )
     if settings.server.auth_string is not None:
         env["PREFECT_API_AUTH_STRING"] = settings.server.auth_string.get_secret_value()
+    if settings.worker.preload:
+        env["CONDUCTOR_WORKER__PRELOAD"] = json.dumps(settings.worker.preload)
     env.update(extra_env or {})
     return env

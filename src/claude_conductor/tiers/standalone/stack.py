@@ -42,10 +42,6 @@ __all__ = ["down", "scale_agents", "status", "up"]
 logger = logging.getLogger(__name__)
 
 _MAX_AGENTS = 64
-_WORKERS: tuple[tuple[str, launch.WorkerKind], ...] = (
-    (launch.AGENT_WORKER, "agents"),
-    (launch.COORDINATOR_WORKER, "coordinators"),
-)
 
 
 # -- up ----------------------------------------------------------------------------------
@@ -128,13 +124,15 @@ async def _register_and_wait(
 async def _wait_workers(
     settings: ConductorSettings, daemons: dict[str, processes.Daemon], timeout_seconds: float
 ) -> None:
-    """Until each worker has sent a heartbeat since it was started (it polls from then on)."""
+    """Until the worker has sent a heartbeat for each pool since it was started (it polls
+    from then on)."""
     deadline = time.monotonic() + timeout_seconds
-    pending = dict(daemons)
+    pending = {
+        (name, kind): daemon for name, daemon in daemons.items() for kind in launch.WORKER_POOLS
+    }
     async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
         while pending:
-            for name, daemon in list(pending.items()):
-                kind = dict(_WORKERS)[name]
+            for (name, kind), daemon in list(pending.items()):
                 workers = await client.read_workers_for_work_pool(pool_name(settings, kind))
                 wanted = launch.worker_name(settings, kind)
                 if any(
@@ -143,7 +141,7 @@ async def _wait_workers(
                     and w.last_heartbeat_time >= daemon.started_at
                     for w in workers
                 ):
-                    del pending[name]
+                    del pending[(name, kind)]
                 elif not daemon.alive:
                     raise processes.DaemonError(
                         f"worker {name} exited during startup",
@@ -151,14 +149,14 @@ async def _wait_workers(
                         log_tail=processes.log_tail(daemon.log_path),
                     )
             if pending and time.monotonic() > deadline:
-                name, daemon = next(iter(pending.items()))
+                (name, _kind), daemon = next(iter(pending.items()))
                 raise processes.DaemonError(
                     f"worker {name} did not reach the server within {timeout_seconds:.0f}s",
                     name=name,
                     log_tail=processes.log_tail(daemon.log_path),
                 )
             if pending:
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.1)
 
 
 def up(
@@ -233,8 +231,11 @@ def _up(
         _wait_server(settings, remaining())
         step("creating the work pools and queues")
         run_sync(_ensure_pools(settings))
-        workers_alive = any(processes.is_running(settings, name) for name, _ in _WORKERS)
-        if not workers_alive and not teardown.flow_run_processes(settings):
+        # The whole stack died (the server too): no process will report on its runs. When
+        # only the worker died, its successor adopts or ends them itself (work_pools.worker).
+        workers_alive = processes.is_running(settings, launch.WORKER)
+        server_restarted = launch.SERVER in started
+        if server_restarted and not workers_alive and not teardown.flow_run_processes(settings):
             step("checking for runs an unclean stop left in flight")
             teardown.crash_interrupted_runs(settings)
         extra = dict(worker_extra_env or {})
@@ -244,15 +245,16 @@ def _up(
             (started if new else already).append(addons.SCRIPTED_MODEL)
             extra.update(addons.model_env(url))
         new_workers: dict[str, processes.Daemon] = {}
-        for name, kind in _WORKERS:
-            if _keep_worker(settings, name, offline_model=offline_model, env=env):
-                already.append(name)
-                continue
+        _stop_old_workers(settings)
+        name = launch.WORKER
+        if _keep_worker(settings, name, offline_model=offline_model, env=env):
+            already.append(name)
+        else:
             step(f"starting {name}")
             new_workers[name] = processes.start_daemon(
                 settings,
                 name,
-                launch.worker_argv(settings, kind),
+                launch.worker_argv(settings),
                 env=launch.worker_env(settings, env, extra),
                 cwd=_worker_cwd(settings),
             )
@@ -278,6 +280,13 @@ def _up(
         raise
     info = status(settings)
     return info.model_copy(update={"started": started, "already_running": already})
+
+
+def _stop_old_workers(settings: ConductorSettings) -> None:
+    """Workers of an older Conductor (one process per pool) make way for the one worker."""
+    for name in processes.pid_file_names(settings):
+        if name.startswith("worker-") and processes.is_running(settings, name):
+            processes.stop_daemon(settings, name)
 
 
 def _keep_worker(

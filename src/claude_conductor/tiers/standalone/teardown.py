@@ -136,7 +136,7 @@ def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list
     finally:
         stopping.clear_stopping(settings)
     names = processes.pid_file_names(settings)
-    workers = [n for n in names if n.startswith("worker-")]
+    workers = [n for n in names if n == launch.WORKER or n.startswith("worker-")]
     others = [n for n in names if n not in workers and n != launch.SERVER]
     for name in workers:
         _stop(settings, name, grace_seconds, stopped)

@@ -1,0 +1,407 @@
+"""The forkserver: a process with Prefect and the flow modules imported once, that forks each
+flow run instead of starting a fresh interpreter (about 2 s saved per run, and the pages of
+Prefect shared between runs).
+
+Run as ``python -m claude_conductor.work_pools.forkserver --fd N --preload MODULES`` by the
+Conductor worker (``work_pools.forking``), never by hand. It talks to the worker over the
+AF_UNIX SOCK_SEQPACKET socket ``N``, one JSON message per packet:
+
+- forkserver -> worker: ``{"event": "files", "files"}`` (the source files of what it
+  loaded, for the worker to notice a code change; several packets), then
+  ``{"event": "ready", "pid", "threads", "errors"}`` once imported; ``{"event": "pong"}``.
+- worker -> forkserver: ``{"op": "ping"}``; ``{"op": "run", ...}`` with one file descriptor
+  attached (SCM_RIGHTS): the run's own stream socket, on which everything about that run is
+  reported (``started`` with the engine's pid, then ``exited`` with its exit code, or
+  ``error``). After the fork the run no longer depends on the forkserver or on the worker.
+
+Each run is two processes forked from here:
+
+- the **supervisor** (tiny; a child subreaper): forks the engine, reports its pid, reaps,
+  and when the engine has exited stops whatever the engine left behind (an agent orphaned by
+  a killed engine is re-parented to the supervisor, not to init), then reports the exit code.
+- the **engine**: a new session (so the worker can signal its whole process group), the
+  run's environment and working directory applied, Prefect's settings and logging rebuilt
+  from them, then exactly what ``python -m prefect.engine`` does; logs and events drained
+  before ``os._exit``.
+
+If the worker dies, the forkserver exits (its socket closes) and runs already forked finish on
+their own and report their final state to the API themselves.
+
+This process holds the API credential in its environment: it is made non-dumpable at start
+(``system.hardening``), and so are the processes it forks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from claude_conductor.system.hardening import make_undumpable
+
+__all__ = ["MAX_MESSAGE_BYTES", "loaded_source_files", "main"]
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Largest control message (the run request carries the run's environment)."""
+_LEFTOVER_GRACE_SECONDS = 3.0
+_FILES_PER_PACKET = 200  # a packet must fit the socket's buffer
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+# -- helpers shared by the three roles ------------------------------------------------------
+
+
+def _send(sock: socket.socket, message: dict[str, Any], *, packet: bool) -> None:
+    data = json.dumps(message).encode()
+    with contextlib.suppress(OSError):
+        sock.sendall(data if packet else data + b"\n")
+
+
+def loaded_source_files(modules: dict[str, Any] | None = None) -> list[str]:
+    """The source files of the loaded modules outside the standard library: what a code
+    change (an edit, a reinstall) touches."""
+    stdlib = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix) if p}
+    stdlib_dirs = tuple(os.path.join(p, "lib") for p in stdlib)
+    site = ("site-packages", "dist-packages")
+    files: set[str] = set()
+    for module in list((modules if modules is not None else sys.modules).values()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or not path.endswith(".py"):
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(stdlib_dirs) and not any(s in real for s in site):
+            continue
+        files.add(real)
+    return sorted(files)
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(option, value, 0, 0, 0)
+
+
+def _children(pid: int) -> list[int]:
+    """Live children of ``pid`` (zombies included: they still need reaping)."""
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _reap_all() -> list[tuple[int, int]]:
+    """Reap every exited child now; returns (pid, wait status) pairs."""
+    reaped: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+# -- the engine (grandchild) ---------------------------------------------------------------
+
+
+def _apply_environment(request: dict[str, Any]) -> None:
+    env = {k: v for k, v in request["env"].items() if v is not None}
+    os.environ.clear()
+    os.environ.update(env)
+    cwd = request.get("cwd")
+    if cwd:
+        os.chdir(cwd)
+    if not request.get("stream_output", True):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    import prefect.context
+    from prefect.logging.configuration import setup_logging
+
+    # Settings and logging were built from the forkserver's environment at import time.
+    prefect.context.refresh_global_settings_context()
+    setup_logging(incremental=False)
+
+
+def _drain() -> None:
+    """A forked run ends with ``os._exit``: nothing at-exit runs, so the logs and events
+    still queued are sent now."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=10)
+        except Exception as exc:  # the run's state is final already; only report it
+            print(
+                f"conductor forkserver: draining {service.__name__} failed: {exc}", file=sys.stderr
+            )
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _run_engine(request: dict[str, Any]) -> int:
+    """What ``python -m prefect.engine`` does, in this already warm interpreter."""
+    from uuid import UUID
+
+    _apply_environment(request)
+    from prefect._internal.control_listener import configure_from_env
+    from prefect.engine import _drive_run_flow_result, handle_engine_signals
+    from prefect.flow_engine import _load_flow_from_runtime_entrypoint, load_flow_run, run_flow
+    from prefect.logging.loggers import flow_run_logger
+
+    flow_run_id = UUID(request["flow_run_id"])
+    configure_from_env()
+    try:
+        with handle_engine_signals(flow_run_id):
+            from prefect._internal.metrics import RunMetrics
+
+            flow_run = load_flow_run(flow_run_id=flow_run_id)
+            run_logger = flow_run_logger(flow_run=flow_run)
+            try:
+                flow = _load_flow_from_runtime_entrypoint(request["entrypoint"])
+            except Exception:
+                run_logger.error(
+                    "Unexpected exception encountered when trying to load flow", exc_info=True
+                )
+                raise
+            with RunMetrics(flow_run, flow):
+                result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)  # type: ignore[arg-type]
+                _drive_run_flow_result(flow, result)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except BaseException:
+        return 1
+    return 0
+
+
+def _engine_main(request: dict[str, Any], close_fds: tuple[int, ...]) -> None:
+    """The engine process: never returns."""
+    code = 1
+    try:
+        os.setsid()
+        make_undumpable()  # inherited from the forkserver; stated here, where it matters
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        code = _run_engine(request)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            print(f"conductor forkserver: the engine failed to start: {exc!r}", file=sys.stderr)
+    finally:
+        with contextlib.suppress(BaseException):
+            _drain()
+        os._exit(code)
+
+
+# -- the supervisor (child) ----------------------------------------------------------------
+
+
+def _stop_leftovers(me: int) -> None:
+    """Stop what the engine left behind (re-parented to us): TERM each one's process group
+    and itself, then KILL after a grace period; repeat until nothing is left."""
+    for _ in range(20):
+        _reap_all()
+        left = [p for p in _children(me) if _is_running(p)]
+        if not left:
+            return
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getpgid(pid) == pid:
+                        os.killpg(pid, signum)
+                    os.kill(pid, signum)
+            deadline = time.monotonic() + (
+                _LEFTOVER_GRACE_SECONDS if signum == signal.SIGTERM else 2
+            )
+            while time.monotonic() < deadline:
+                _reap_all()
+                left = [p for p in _children(me) if _is_running(p)]
+                if not left:
+                    break
+                time.sleep(0.05)
+            if not left:
+                break
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+
+
+def _supervisor_main(request: dict[str, Any], run_sock: socket.socket, control_fd: int) -> None:
+    """The supervisor process: never returns."""
+    try:
+        os.close(control_fd)
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        engine = os.fork()
+        if engine == 0:
+            _engine_main(request, close_fds=(run_sock.fileno(),))
+        _send(run_sock, {"event": "started", "pid": engine}, packet=False)
+
+        def forward(signum: int, _frame: Any) -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(engine, signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        status: int | None = None
+        while status is None:
+            try:
+                pid, wait_status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == engine:
+                status = wait_status
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_leftovers(os.getpid())
+        code = os.waitstatus_to_exitcode(status) if status is not None else 1
+        _send(run_sock, {"event": "exited", "code": code}, packet=False)
+    except BaseException as exc:
+        _send(run_sock, {"event": "error", "message": repr(exc)}, packet=False)
+    finally:
+        os._exit(0)
+
+
+# -- the forkserver ------------------------------------------------------------------------
+
+
+def _preload(modules: list[str]) -> list[str]:
+    errors: list[str] = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    return errors
+
+
+def _messages(sock: socket.socket) -> Iterator[tuple[dict[str, Any] | None, list[int]]]:
+    """Packets from the worker (None at EOF), with the descriptors attached to each."""
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE_BYTES, 4)
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            return
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            yield None, []
+            return
+        try:
+            yield json.loads(data), list(fds)
+        except ValueError:
+            for fd in fds:
+                os.close(fd)
+
+
+def _fork_run(request: dict[str, Any], fd: int, control_fd: int) -> None:
+    run_sock = socket.socket(fileno=fd)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _send(run_sock, {"event": "error", "message": f"fork failed: {exc}"}, packet=False)
+        run_sock.close()
+        return
+    if pid == 0:
+        _supervisor_main(request, run_sock, control_fd)
+    run_sock.close()
+
+
+def serve(control: socket.socket, preload: list[str]) -> int:
+    errors = _preload(preload)
+    gc.collect()
+    gc.freeze()  # forked runs then leave these objects' pages shared
+    files = loaded_source_files()
+    for start in range(0, len(files), _FILES_PER_PACKET):
+        _send(
+            control,
+            {"event": "files", "files": files[start : start + _FILES_PER_PACKET]},
+            packet=True,
+        )
+    _send(
+        control,
+        {
+            "event": "ready",
+            "pid": os.getpid(),
+            "threads": threading.active_count(),
+            "errors": errors,
+        },
+        packet=True,
+    )
+    control.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    while True:
+        ready = selector.select(timeout=1.0)
+        _reap_all()
+        if not ready:
+            continue
+        for message, fds in _messages(control):
+            if message is None:
+                return 0  # the worker is gone: runs already forked finish on their own
+            op = message.get("op")
+            if op == "ping":
+                _send(control, {"event": "pong"}, packet=True)
+            elif op == "run" and fds:
+                _fork_run(message, fds[0], control.fileno())
+                for extra in fds[1:]:
+                    os.close(extra)
+            elif op == "stop":
+                return 0
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="conductor-forkserver")
+    parser.add_argument("--fd", type=int, required=True, help="the worker's control socket")
+    parser.add_argument("--preload", default="", help="comma-separated modules to import")
+    args = parser.parse_args(argv)
+    make_undumpable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's to handle
+    control = socket.socket(fileno=args.fd)
+    preload = [m for m in args.preload.split(",") if m]
+    return serve(control, preload)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

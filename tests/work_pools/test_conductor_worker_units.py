@@ -1,0 +1,108 @@
+"""The conductor worker's pure decisions: which runs are forked, how many retries a crashed
+run has left, its pool template; and the forkserver's view of the code it loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
+from prefect.client.schemas.responses import DeploymentResponse
+
+from claude_conductor.work_pools import forking
+from claude_conductor.work_pools.forkserver import loaded_source_files
+from claude_conductor.work_pools.pools import load_template
+from claude_conductor.work_pools.worker import (
+    WORKER_TYPE,
+    ConductorWorker,
+    fast_entrypoint,
+    retries_left,
+)
+
+
+def _deployment(entrypoint: str | None, pull_steps: list[dict[str, Any]] | None) -> Any:
+    return DeploymentResponse.model_construct(
+        id=uuid4(), name="run", flow_id=uuid4(), entrypoint=entrypoint, pull_steps=pull_steps
+    )
+
+
+NOOP = [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "pull_steps", "forked"),
+    [
+        ("claude_conductor.flows.task_flow.conductor_task", NOOP, True),
+        ("claude_conductor.flows.task_flow.conductor_task", None, True),
+        ("flows/task.py:conductor_task", None, False),  # a file: Prefect's own starter
+        ("pkg.mod.flow", [{"prefect.deployments.steps.git_clone": {"repository": "x"}}], False),
+        (
+            "pkg.mod.flow",
+            [{"prefect.deployments.steps.set_working_directory": {"directory": "/srv"}}],
+            False,
+        ),
+        (None, None, False),
+    ],
+)
+def test_only_module_path_deployments_without_real_pull_steps_are_forked(
+    entrypoint: str | None, pull_steps: list[dict[str, Any]] | None, forked: bool
+) -> None:
+    assert (fast_entrypoint(_deployment(entrypoint, pull_steps)) is not None) is forked
+    assert fast_entrypoint(None) is None
+
+
+def _run(spec: dict[str, Any] | None, run_count: int, flow_retries: int | None = None) -> Any:
+    return FlowRun.model_construct(
+        id=uuid4(),
+        flow_id=uuid4(),
+        parameters={"spec": spec} if spec is not None else {},
+        run_count=run_count,
+        empirical_policy=FlowRunPolicy(retries=flow_retries),
+    )
+
+
+def test_retries_come_from_the_task_spec_or_the_flow() -> None:
+    assert retries_left(_run({"retries": 2}, run_count=1)) == (2, 0)
+    assert retries_left(_run({"retries": 2}, run_count=3)) == (2, 2)
+    assert retries_left(_run({}, run_count=1)) == (0, 0)
+    assert retries_left(_run(None, run_count=1, flow_retries=1)) == (1, 0)
+    assert retries_left(_run({"retries": True}, run_count=1)) == (0, 0)  # not a number
+
+
+def test_the_worker_type_is_registered_with_its_template() -> None:
+    from prefect.plugins import load_prefect_collections
+    from prefect.utilities.dispatch import lookup_type
+    from prefect.workers.base import BaseWorker
+
+    load_prefect_collections()
+    assert lookup_type(BaseWorker, WORKER_TYPE) is ConductorWorker
+    template = load_template("conductor")
+    variables = template["variables"]["properties"]
+    assert variables["fast_start"]["default"] is True
+    assert template["job_configuration"]["fast_start"] == "{{ fast_start }}"
+    # Everything the process worker's template offers stays available.
+    assert set(load_template("process")["variables"]["properties"]) <= set(variables)
+
+
+def test_the_code_fingerprint_changes_with_an_edit(tmp_path: Path) -> None:
+    module = tmp_path / "mod.py"
+    module.write_text("x = 1\n")
+    before = forking.code_fingerprint([str(module)])
+    module.write_text("x = 22\n")
+    assert forking.code_fingerprint([str(module)]) != before
+    module.unlink()
+    assert forking.code_fingerprint([str(module)]) == ((-1, -1),)
+
+
+def test_the_forkserver_watches_third_party_and_own_code_not_the_stdlib() -> None:
+    import json
+
+    import prefect
+
+    import claude_conductor
+
+    files = loaded_source_files()
+    assert prefect.__file__ in files and claude_conductor.__file__ in files
+    assert json.__file__ not in files
