@@ -19,7 +19,15 @@ except ImportError:  # an older Typer raises Click's own
     _TyperClickException = click.exceptions.ClickException  # type: ignore[misc,assignment]
     _TyperUsageError = click.exceptions.UsageError  # type: ignore[misc,assignment]
 
-__all__ = ["console", "err_console", "invoke", "print_json", "run_sync", "settings"]
+__all__ = [
+    "api_error_message",
+    "console",
+    "err_console",
+    "invoke",
+    "print_json",
+    "run_sync",
+    "settings",
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -75,4 +83,42 @@ def invoke(app: typer.Typer, argv: list[str]) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except Exception as exc:
+        message = api_error_message(exc)
+        if message is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        return 1
     return rv if isinstance(rv, int) else 0
+
+
+def api_error_message(exc: BaseException) -> str | None:
+    """One line for a Prefect API that failed a request (a 5xx, a refused connection), or
+    ``None`` when ``exc`` is something else (a bug: let it show its traceback)."""
+    import httpx
+
+    from claude_conductor.redaction import strip_url_credentials
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        request, response = exc.request, exc.response
+        url = strip_url_credentials(str(request.url))
+        hint = (
+            "the server is overloaded or restarting: retry in a moment (`conductor status` "
+            "shows whether it is up)"
+            if response.status_code >= 500
+            else "check the server's version and your credentials (CONDUCTOR_API_AUTH_STRING)"
+        )
+        return (
+            f"the Prefect API answered {response.status_code} {response.reason_phrase} to "
+            f"{request.method} {url}; {hint}"
+        )
+    if isinstance(exc, httpx.TransportError):
+        try:
+            url = strip_url_credentials(str(exc.request.url))
+        except RuntimeError:  # no request attached
+            url = "the Prefect API"
+        return (
+            f"could not reach {url} ({type(exc).__name__}); is the server running? "
+            "(`conductor status`, `conductor up`)"
+        )
+    return None
