@@ -8,11 +8,13 @@ masking) masks secrets in anything that is logged or written to a transcript.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from claude_conductor.agents.confinement import Confinement, cli_settings, scope_allowed_tools
 from claude_conductor.agents.kinds import HEADLESS_SYSTEM_PROMPT, policy_for, render_prompt
 from claude_conductor.errors import AgentError
 from claude_conductor.models import TaskSpec
@@ -43,7 +45,7 @@ _PASS_THROUGH_NAMES = frozenset(
 # ANTHROPIC_API_KEY / _AUTH_TOKEN / _BASE_URL / _MODEL..., CLAUDE_CODE_* switches, and the
 # credentials of the cloud providers Claude Code can use instead (Bedrock, Vertex).
 _PASS_THROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "AWS_", "CLOUD_ML_", "VERTEX_")
-_NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR"})
+_NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_TMPDIR"})
 
 
 def find_claude(settings: ConductorSettings) -> Path:
@@ -83,13 +85,21 @@ def build_argv(
     settings: ConductorSettings,
     *,
     session_id: str | None = None,
+    confinement: Confinement | None = None,
 ) -> list[str]:
     """The argv that runs ``spec`` headless with ``--output-format stream-json``.
 
-    The prompt comes last, after ``--`` (so a prompt starting with ``-`` is not an option),
-    unless ``prompt_on_stdin`` says it must go to stdin instead.
+    With ``confinement`` (``run_agent`` always passes one), the editing tools are allowed in
+    the worktree and temp folder only, and the CLI gets the boundary's settings; without it,
+    only the tool policy applies. Sessions are never written to disk (Conductor does not
+    resume them, and they would hold whatever secret the agent printed). The prompt comes
+    last, after ``--`` (so a prompt starting with ``-`` is not an option), unless
+    ``prompt_on_stdin`` says it must go to stdin instead.
     """
     policy = policy_for(spec)
+    allowed = policy.allowed_tools
+    if confinement is not None:
+        allowed = scope_allowed_tools(allowed, confinement)
     prompt = render_prompt(spec)
     argv = [
         str(claude_path),
@@ -101,7 +111,12 @@ def build_argv(
         policy.permission_mode,
         "--append-system-prompt",
         HEADLESS_SYSTEM_PROMPT,
+        "--no-session-persistence",
     ]
+    if confinement is not None:
+        settings_json = json.dumps(cli_settings(confinement, read_only=policy.read_only))
+        # Only Conductor's settings: no hooks, MCP servers or rules from the repository.
+        argv += ["--settings", settings_json, "--setting-sources", "user", "--strict-mcp-config"]
     if spec.max_turns is not None:
         argv += ["--max-turns", str(spec.max_turns)]
     if spec.max_budget_usd is not None:
@@ -109,8 +124,8 @@ def build_argv(
     model = spec.model or settings.agent.default_model
     if model:
         argv += ["--model", model]
-    if policy.allowed_tools:
-        argv += ["--allowedTools", ",".join(policy.allowed_tools)]
+    if allowed:
+        argv += ["--allowedTools", ",".join(allowed)]
     if policy.disallowed_tools:
         argv += ["--disallowedTools", ",".join(policy.disallowed_tools)]
     if session_id:
@@ -121,13 +136,19 @@ def build_argv(
 
 
 def build_env(
-    settings: ConductorSettings, config_dir: Path, base_env: Mapping[str, str]
+    settings: ConductorSettings,
+    config_dir: Path,
+    base_env: Mapping[str, str],
+    *,
+    temp_dir: Path | None = None,
 ) -> dict[str, str]:
     """The agent's environment: a filtered copy of ``base_env`` plus headless switches.
 
     Passed through: the basics (PATH, HOME, locale, proxies, CA bundles), ``ANTHROPIC_*``
     (API key, auth token, base URL), ``CLAUDE_CODE_*`` and cloud-provider credentials; other
     variables (Conductor's own, Prefect's, unrelated secrets) are not given to the agent.
+    ``temp_dir`` becomes the CLI's temp folder (``CLAUDE_CODE_TMPDIR``; its commands get a
+    ``TMPDIR`` inside it).
     """
     env = {
         name: value
@@ -147,4 +168,6 @@ def build_env(
             "IS_SANDBOX": "1",
         }
     )
+    if temp_dir is not None:
+        env["CLAUDE_CODE_TMPDIR"] = str(temp_dir)
     return env
