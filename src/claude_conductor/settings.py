@@ -76,13 +76,15 @@ class AgentSettings(BaseModel):
     extra_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for every agent process."
     )
-    sandbox: bool = Field(
-        default=True,
+    sandbox: bool | None = Field(
+        default=None,
         description="Run the agent's Bash commands in the claude CLI's sandbox (bubblewrap on "
         "Linux: `apt-get install bubblewrap socat`): they may write only the task's worktree "
-        "and temp folder, cannot read Conductor's control files and reach no network. Off "
-        "(CONDUCTOR_AGENT__SANDBOX=false): Bash can do whatever your user can; the file tools "
-        "stay confined to the worktree either way.",
+        "and temp folder, cannot read Conductor's control files and reach no network. Unset: "
+        "on where agents run as processes of this machine (the standalone tier), off inside "
+        "the docker tier's agent containers, whose own filesystem and network are the "
+        "boundary. Off (CONDUCTOR_AGENT__SANDBOX=false): Bash can do whatever your user can; "
+        "the file tools stay confined to the worktree either way.",
     )
     sandbox_allowed_domains: list[str] = Field(
         default_factory=list,
@@ -212,6 +214,14 @@ class ConductorSettings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def agent_sandbox(self) -> bool:
+        """Whether agents' Bash runs in the CLI's sandbox (``agent.sandbox``, default: on for
+        the standalone tier)."""
+        if self.agent.sandbox is not None:
+            return self.agent.sandbox
+        return self.tier == "standalone"
 
     def secret_values(self) -> dict[str, str]:
         """The secrets these settings hold, by setting name: the auth string, the dashboard

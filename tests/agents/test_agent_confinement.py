@@ -105,11 +105,17 @@ def test_sandbox_off_keeps_the_file_tool_rules(tmp_path: Path) -> None:
 def test_sandbox_setting_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CONDUCTOR_AGENT__SANDBOX", "false")
     monkeypatch.setenv("CONDUCTOR_HOME", str(tmp_path))
-    assert ConductorSettings().agent.sandbox is False
+    assert ConductorSettings().agent_sandbox is True  # standalone: on unless turned off
+    monkeypatch.setenv("CONDUCTOR_AGENT__SANDBOX", "false")
+    assert ConductorSettings().agent_sandbox is False
+    # Inside the docker tier's agent containers the container is the boundary (bubblewrap
+    # cannot run there), unless asked for.
+    monkeypatch.setenv("CONDUCTOR_TIER", "docker")
     monkeypatch.delenv("CONDUCTOR_AGENT__SANDBOX")
-    assert ConductorSettings().agent.sandbox is True
+    assert ConductorSettings().agent_sandbox is False
+    monkeypatch.setenv("CONDUCTOR_AGENT__SANDBOX", "true")
+    assert ConductorSettings().agent_sandbox is True
 
 
 def test_agent_temp_folder_is_its_own_and_short(tmp_path: Path) -> None:

@@ -39,12 +39,18 @@ _PASS_THROUGH_NAMES = frozenset(
         "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
         "TZ", "TMPDIR", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
         "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
-        "https_proxy", "no_proxy", "VIRTUAL_ENV", "GOOGLE_APPLICATION_CREDENTIALS",
+        "https_proxy", "no_proxy", "VIRTUAL_ENV",
     }
 )  # fmt: skip
-# ANTHROPIC_API_KEY / _AUTH_TOKEN / _BASE_URL / _MODEL..., CLAUDE_CODE_* switches, and the
-# credentials of the cloud providers Claude Code can use instead (Bedrock, Vertex).
-_PASS_THROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "AWS_", "CLOUD_ML_", "VERTEX_")
+# ANTHROPIC_API_KEY / _AUTH_TOKEN / _BASE_URL / _MODEL... and CLAUDE_CODE_* switches.
+_PASS_THROUGH_PREFIXES: tuple[str, ...] = ("ANTHROPIC_", "CLAUDE_CODE_")
+# The credentials of a cloud provider Claude Code can use instead, only when it is selected:
+# otherwise they are the user's cloud account, which an agent has no business holding.
+_PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "CLAUDE_CODE_USE_BEDROCK": ("AWS_",),
+    "CLAUDE_CODE_USE_VERTEX": ("CLOUD_ML_", "VERTEX_", "GOOGLE_APPLICATION_CREDENTIALS"),
+}
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 _NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_TMPDIR"})
 
 
@@ -145,16 +151,20 @@ def build_env(
     """The agent's environment: a filtered copy of ``base_env`` plus headless switches.
 
     Passed through: the basics (PATH, HOME, locale, proxies, CA bundles), ``ANTHROPIC_*``
-    (API key, auth token, base URL), ``CLAUDE_CODE_*`` and cloud-provider credentials; other
+    (API key, auth token, base URL), ``CLAUDE_CODE_*``, and the credentials of Bedrock
+    (``AWS_*``) or Vertex only when ``CLAUDE_CODE_USE_BEDROCK``/``_VERTEX`` selects it; other
     variables (Conductor's own, Prefect's, unrelated secrets) are not given to the agent.
     ``temp_dir`` becomes the CLI's temp folder (``CLAUDE_CODE_TMPDIR``; its commands get a
     ``TMPDIR`` inside it).
     """
+    prefixes = _PASS_THROUGH_PREFIXES
+    for switch, provider in _PROVIDER_CREDENTIALS.items():
+        if base_env.get(switch, "").strip().lower() not in _FALSE_WORDS:
+            prefixes += provider
     env = {
         name: value
         for name, value in base_env.items()
-        if name not in _NEVER_PASS
-        and (name in _PASS_THROUGH_NAMES or name.startswith(_PASS_THROUGH_PREFIXES))
+        if name not in _NEVER_PASS and (name in _PASS_THROUGH_NAMES or name.startswith(prefixes))
     }
     env.setdefault("PATH", os.defpath)
     env.update(settings.agent.extra_env)

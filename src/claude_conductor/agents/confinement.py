@@ -113,7 +113,7 @@ def confinement_for(workspace: Path, temp_dir: Path, settings: ConductorSettings
         workspace=workspace.resolve(),
         temp_dir=temp_dir,
         protected_paths=protected,
-        sandbox=settings.agent.sandbox,
+        sandbox=settings.agent_sandbox,
         allowed_domains=tuple(settings.agent.sandbox_allowed_domains),
     )
 
