@@ -1,8 +1,9 @@
 """Secrets: which names hold one, and how they are masked. The one owner of the idea.
 
 Everything that shows, logs, exports or writes settings and environments asks here:
-``is_secret_name`` (a variable or setting named like a secret), ``redact`` (a text with every
-secret value of an environment and every API-key-shaped string masked), ``mask_url``/
+``is_secret_name`` (a variable or setting named like a secret), ``secret_values`` (the values worth
+hiding in an environment), ``redact`` (a text with every secret value of an environment and
+every API-key-shaped string masked), ``mask_url``/
 ``strip_url_credentials`` (``user:password@`` in a URL). Imports nothing of ours.
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "is_secret_name",
     "mask_url_password",
     "redact",
+    "secret_values",
     "strip_url_credentials",
 ]
 
@@ -55,15 +57,21 @@ def mask_url_password(text: str) -> str:
     return _URL_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", text)
 
 
+def secret_values(env: Mapping[str, str]) -> dict[str, str]:
+    """The secrets of ``env`` by name: variables named like a secret (``is_secret_name``)
+    whose value has 8 or more characters (shorter ones would match ordinary text)."""
+    return {
+        name: value
+        for name, value in env.items()
+        if is_secret_name(name) and len(value) >= _MIN_SECRET_CHARS
+    }
+
+
 class Redactor:
     """Masks secret values (from an environment) and API-key-shaped strings in text."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        values = {
-            value
-            for name, value in (env or {}).items()
-            if is_secret_name(name) and len(value) >= _MIN_SECRET_CHARS
-        }
+        values = set(secret_values(env or {}).values())
         self._values = sorted(values, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:

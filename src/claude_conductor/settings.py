@@ -25,6 +25,7 @@ from claude_conductor.redaction import (
     MASK,
     SECRET_SETTINGS,
     is_secret_name,
+    secret_values,
     strip_url_credentials,
 )
 
@@ -79,6 +80,22 @@ class AgentSettings(BaseModel):
         default="process",
         description="Where agents and their commands run: `process` (a sandboxed child of "
         "the task's engine), `docker` (a container per task), `kubernetes` (a pod per task).",
+    )
+    sandbox: bool | None = Field(
+        default=None,
+        description="Run the agent's Bash commands in the claude CLI's sandbox (bubblewrap on "
+        "Linux: `apt-get install bubblewrap socat`): they may write only the task's worktree "
+        "and temp folder, cannot read Conductor's control files and reach no network. Unset: "
+        "on where agents run as processes of this machine (the standalone tier), off inside "
+        "the docker tier's agent containers, whose own filesystem and network are the "
+        "boundary. Off (CONDUCTOR_AGENT__SANDBOX=false): Bash can do whatever your user can; "
+        "the file tools stay confined to the worktree either way.",
+    )
+    sandbox_allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts the agent's sandboxed commands may reach (e.g. `pypi.org`, "
+        "`*.github.com`); none by default. The model endpoint needs no entry: the CLI itself "
+        "reaches it, outside the sandbox.",
     )
 
 
@@ -210,6 +227,27 @@ class ConductorSettings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def agent_sandbox(self) -> bool:
+        """Whether agents' Bash runs in the CLI's sandbox (``agent.sandbox``, default: on for
+        the standalone tier)."""
+        if self.agent.sandbox is not None:
+            return self.agent.sandbox
+        return self.tier == "standalone"
+
+    def secret_values(self) -> dict[str, str]:
+        """The secrets these settings hold, by setting name: the auth string, the dashboard
+        password and agent environment variables named like secrets (see
+        ``redaction.secret_values`` for the rules)."""
+        named: dict[str, str] = {}
+        if self.server.auth_string is not None:
+            named["server.auth_string"] = self.server.auth_string.get_secret_value()
+        if self.dashboard.password is not None:
+            named["dashboard.password"] = self.dashboard.password.get_secret_value()
+        for name, value in self.agent.extra_env.items():
+            named[f"agent.extra_env.{name}"] = value
+        return secret_values(named)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data with secrets masked: safe to print or render. Masked:

@@ -113,6 +113,7 @@ def test_build_env_passes_api_settings_and_drops_the_rest(tmp_path: Path) -> Non
         "CLAUDE_CODE_MAX_RETRIES": "0",
         "PREFECT_API_AUTH_STRING": "admin:pass",
         "AWS_REGION": "eu-west-1",
+        "CLAUDE_CODE_USE_BEDROCK": "1",
         "CONDUCTOR_HOME": "/srv/conductor",
         "CLAUDECODE": "1",
         "CLAUDE_CONFIG_DIR": "/home/me/.claude",
@@ -135,6 +136,23 @@ def test_build_env_passes_api_settings_and_drops_the_rest(tmp_path: Path) -> Non
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert env["IS_SANDBOX"] == "1"
     assert env["FOO"] == "bar"
+
+
+def test_cloud_credentials_pass_only_for_the_provider_in_use(tmp_path: Path) -> None:
+    base = {
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/gcp.json",
+        "CLOUD_ML_REGION": "us-east5",
+    }
+    assert not set(base) & set(build_env(settings(tmp_path), tmp_path, base))
+    bedrock = build_env(settings(tmp_path), tmp_path, {**base, "CLAUDE_CODE_USE_BEDROCK": "1"})
+    assert bedrock["AWS_SECRET_ACCESS_KEY"] == "aws-secret-value"
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in bedrock
+    vertex = build_env(settings(tmp_path), tmp_path, {**base, "CLAUDE_CODE_USE_VERTEX": "true"})
+    assert vertex["GOOGLE_APPLICATION_CREDENTIALS"] == "/home/me/gcp.json"
+    assert vertex["CLOUD_ML_REGION"] == "us-east5" and "AWS_SECRET_ACCESS_KEY" not in vertex
+    off = build_env(settings(tmp_path), tmp_path, {**base, "CLAUDE_CODE_USE_BEDROCK": "0"})
+    assert "AWS_SECRET_ACCESS_KEY" not in off
 
 
 def test_build_env_has_a_path_even_from_an_empty_env(tmp_path: Path) -> None:

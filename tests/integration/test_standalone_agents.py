@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,33 +150,32 @@ def test_submit_wait_status_and_logs(agent_stack: AgentStack) -> None:
     assert API_KEY not in logs.stdout
 
 
-BARRIER = """import sys, time
-path = sys.argv[1]
-with open(path, "a") as fh:
-    fh.write("x\\n")
-began = time.time()
-while time.time() - began < 60:
-    with open(path) as fh:
-        if len(fh.read().splitlines()) >= 2:
-            break
-    time.sleep(0.1)
-time.sleep(1)
-"""
+def _barrier(parties: int, timeout_seconds: float = 60) -> Any:
+    """A step that answers only once ``parties`` agents have reached it (or after the
+    timeout), then one more second. It waits in the scripted model: the agents' sandboxed
+    commands cannot share a file or a socket outside their own worktrees."""
+    arrived = [0]
+    met = threading.Condition()
+
+    def step(request: Request) -> Step:
+        with met:
+            arrived[0] += 1
+            met.notify_all()
+            met.wait_for(lambda: arrived[0] >= parties, timeout=timeout_seconds)
+        time.sleep(1)
+        return tool_use("Write", {"file_path": "done.txt", "content": "done\n"})
+
+    return step
 
 
-def test_eight_tasks_two_agents_never_more_than_two_at_once(
-    agent_stack: AgentStack, tmp_path: Path
-) -> None:
-    # Each agent's command waits until a second agent has reached it too (or 60 s): the two
+def test_eight_tasks_two_agents_never_more_than_two_at_once(agent_stack: AgentStack) -> None:
+    # Each agent waits until a second agent has reached the same step too (or 60 s): the two
     # slots are then certainly used together, however the submissions are staggered.
-    barrier = tmp_path / "barrier.py"
-    barrier.write_text(BARRIER)
-    arrivals = tmp_path / "arrivals.txt"
     marker = agent_stack.model.add_script(
         "busy",
         [
-            tool_use("Bash", {"command": f"{sys.executable} {barrier} {arrivals}"}),
-            lambda req: tool_use("Write", {"file_path": "done.txt", "content": "done\n"}),
+            tool_use("Bash", {"command": "echo working"}),
+            _barrier(parties=2),
             text("Done."),
         ],
     )

@@ -8,11 +8,13 @@ masking) masks secrets in anything that is logged or written to a transcript.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from claude_conductor.agents.confinement import Confinement, cli_settings, scope_allowed_tools
 from claude_conductor.agents.kinds import HEADLESS_SYSTEM_PROMPT, policy_for, render_prompt
 from claude_conductor.errors import AgentError
 from claude_conductor.models import TaskSpec
@@ -38,13 +40,19 @@ _PASS_THROUGH_NAMES = frozenset(
         "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
         "TZ", "TMPDIR", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
         "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
-        "https_proxy", "no_proxy", "VIRTUAL_ENV", "GOOGLE_APPLICATION_CREDENTIALS",
+        "https_proxy", "no_proxy", "VIRTUAL_ENV",
     }
 )  # fmt: skip
-# ANTHROPIC_API_KEY / _AUTH_TOKEN / _BASE_URL / _MODEL..., CLAUDE_CODE_* switches, and the
-# credentials of the cloud providers Claude Code can use instead (Bedrock, Vertex).
-_PASS_THROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "AWS_", "CLOUD_ML_", "VERTEX_")
-_NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR"})
+# ANTHROPIC_API_KEY / _AUTH_TOKEN / _BASE_URL / _MODEL... and CLAUDE_CODE_* switches.
+_PASS_THROUGH_PREFIXES: tuple[str, ...] = ("ANTHROPIC_", "CLAUDE_CODE_")
+# The credentials of a cloud provider Claude Code can use instead, only when it is selected:
+# otherwise they are the user's cloud account, which an agent has no business holding.
+_PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "CLAUDE_CODE_USE_BEDROCK": ("AWS_",),
+    "CLAUDE_CODE_USE_VERTEX": ("CLOUD_ML_", "VERTEX_", "GOOGLE_APPLICATION_CREDENTIALS"),
+}
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+_NEVER_PASS = frozenset({"CLAUDECODE", "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_TMPDIR"})
 
 
 def find_claude(settings: ConductorSettings) -> Path:
@@ -84,13 +92,21 @@ def build_argv(
     settings: ConductorSettings,
     *,
     session_id: str | None = None,
+    confinement: Confinement | None = None,
 ) -> list[str]:
     """The argv that runs ``spec`` headless with ``--output-format stream-json``.
 
-    The prompt comes last, after ``--`` (so a prompt starting with ``-`` is not an option),
-    unless ``prompt_on_stdin`` says it must go to stdin instead.
+    With ``confinement`` (``run_agent`` always passes one), the editing tools are allowed in
+    the worktree and temp folder only, and the CLI gets the boundary's settings; without it,
+    only the tool policy applies. Sessions are never written to disk (Conductor does not
+    resume them, and they would hold whatever secret the agent printed). The prompt comes
+    last, after ``--`` (so a prompt starting with ``-`` is not an option), unless
+    ``prompt_on_stdin`` says it must go to stdin instead.
     """
     policy = policy_for(spec)
+    allowed = policy.allowed_tools
+    if confinement is not None:
+        allowed = scope_allowed_tools(allowed, confinement)
     prompt = render_prompt(spec)
     argv = [
         str(claude_path),
@@ -102,7 +118,12 @@ def build_argv(
         policy.permission_mode,
         "--append-system-prompt",
         HEADLESS_SYSTEM_PROMPT,
+        "--no-session-persistence",
     ]
+    if confinement is not None:
+        settings_json = json.dumps(cli_settings(confinement, read_only=policy.read_only))
+        # Only Conductor's settings: no hooks, MCP servers or rules from the repository.
+        argv += ["--settings", settings_json, "--setting-sources", "user", "--strict-mcp-config"]
     if spec.max_turns is not None:
         argv += ["--max-turns", str(spec.max_turns)]
     if spec.max_budget_usd is not None:
@@ -110,8 +131,8 @@ def build_argv(
     model = spec.model or settings.agent.default_model
     if model:
         argv += ["--model", model]
-    if policy.allowed_tools:
-        argv += ["--allowedTools", ",".join(policy.allowed_tools)]
+    if allowed:
+        argv += ["--allowedTools", ",".join(allowed)]
     if policy.disallowed_tools:
         argv += ["--disallowedTools", ",".join(policy.disallowed_tools)]
     if session_id:
@@ -122,13 +143,20 @@ def build_argv(
 
 
 def build_env(
-    settings: ConductorSettings, config_dir: Path, base_env: Mapping[str, str]
+    settings: ConductorSettings,
+    config_dir: Path,
+    base_env: Mapping[str, str],
+    *,
+    temp_dir: Path | None = None,
 ) -> dict[str, str]:
     """The agent's environment: a filtered copy of ``base_env`` plus headless switches.
 
     Passed through: the basics (PATH, HOME, locale, proxies, CA bundles), ``ANTHROPIC_*``
-    (API key, auth token, base URL), ``CLAUDE_CODE_*`` and cloud-provider credentials; other
+    (API key, auth token, base URL), ``CLAUDE_CODE_*``, and the credentials of Bedrock
+    (``AWS_*``) or Vertex only when ``CLAUDE_CODE_USE_BEDROCK``/``_VERTEX`` selects it; other
     variables (Conductor's own, Prefect's, unrelated secrets) are not given to the agent.
+    ``temp_dir`` becomes the CLI's temp folder (``CLAUDE_CODE_TMPDIR``; its commands get a
+    ``TMPDIR`` inside it).
     """
     env = build_shell_env(settings, base_env)
     env.update(
@@ -141,6 +169,8 @@ def build_env(
             "IS_SANDBOX": "1",
         }
     )
+    if temp_dir is not None:
+        env["CLAUDE_CODE_TMPDIR"] = str(temp_dir)
     return env
 
 
@@ -148,11 +178,14 @@ def build_shell_env(settings: ConductorSettings, base_env: Mapping[str, str]) ->
     """The environment of untrusted work (the agent, a ``kind: command`` command, ``verify``):
     the pass-through variables of ``base_env`` plus ``agent.extra_env``; never Conductor's or
     Prefect's own variables (``PREFECT_API_AUTH_STRING`` above all) or unrelated secrets."""
+    prefixes = _PASS_THROUGH_PREFIXES
+    for switch, provider in _PROVIDER_CREDENTIALS.items():
+        if base_env.get(switch, "").strip().lower() not in _FALSE_WORDS:
+            prefixes += provider
     env = {
         name: value
         for name, value in base_env.items()
-        if name not in _NEVER_PASS
-        and (name in _PASS_THROUGH_NAMES or name.startswith(_PASS_THROUGH_PREFIXES))
+        if name not in _NEVER_PASS and (name in _PASS_THROUGH_NAMES or name.startswith(prefixes))
     }
     env.setdefault("PATH", os.defpath)
     env.update(settings.agent.extra_env)

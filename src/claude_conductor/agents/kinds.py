@@ -71,6 +71,10 @@ _ALWAYS_DISALLOWED: tuple[str, ...] = (
     "ScheduleWakeup",
     "EnterWorktree",
     "ExitWorktree",
+    # They run in the CLI, outside the Bash sandbox: a network route around it (to any host,
+    # loopback services such as the Prefect API included).
+    "WebFetch",
+    "WebSearch",
 )
 
 HEADLESS_SYSTEM_PROMPT = (

@@ -6,6 +6,9 @@ and enforces three limits: the task's wall-clock timeout, an inactivity watchdog
 line for ``agent.inactivity_timeout_seconds``) and a short grace after the ``result`` line
 for a CLI that lingers. However it ends (finished, timed out, cancelled), the whole process
 group is stopped before ``run_agent`` returns or re-raises: no process is left behind.
+The agent runs confined (``confinement``): its file tools and its sandboxed Bash write only
+its worktree and its own temp folder, which is removed afterwards, and the files the CLI
+leaves in its config folder are scrubbed of secrets.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ from claude_conductor.agents.argv import (
     build_env,
     find_claude,
     prompt_on_stdin,
+)
+from claude_conductor.agents.confinement import (
+    check_sandbox_available,
+    confinement_for,
+    may_run_bash,
+    new_temp_dir,
+    remove_temp_dir,
+    scrub_agent_files,
 )
 from claude_conductor.agents.kinds import policy_for, render_prompt
 from claude_conductor.agents.placement import LaunchRequest, get_placement
@@ -199,9 +210,22 @@ async def run_agent(
     if not workspace.is_dir():
         raise AgentError(f"the workspace {str(workspace)!r} is not a directory")
     claude = find_claude(settings)
-    env = build_env(settings, config_dir, os.environ if base_env is None else base_env)
+    confinement = confinement_for(workspace, new_temp_dir(), settings)
+    policy = policy_for(spec)
+    if confinement.sandbox and not may_run_bash(
+        policy.permission_mode, policy.allowed_tools, policy.disallowed_tools
+    ):
+        # No Bash, nothing to sandbox: such a task runs where bubblewrap is not installed.
+        confinement = confinement.model_copy(update={"sandbox": False})
+    env = build_env(
+        settings,
+        config_dir,
+        os.environ if base_env is None else base_env,
+        temp_dir=confinement.temp_dir,
+    )
+    check_sandbox_available(confinement, env)
     session_id = str(uuid.uuid4())
-    argv = build_argv(spec, claude, settings, session_id=session_id)
+    argv = build_argv(spec, claude, settings, session_id=session_id, confinement=confinement)
     prompt = render_prompt(spec)
     stdin_prompt = prompt_on_stdin(prompt)
     redactor = Redactor(env)
@@ -227,6 +251,7 @@ async def run_agent(
     started = time.monotonic()
     with transcript_path.open("a", encoding="utf-8") as transcript:
         try:
+            confinement.temp_dir.mkdir(mode=0o700)
             process = await spawn(
                 plan.argv,
                 cwd=plan.cwd,
@@ -236,6 +261,7 @@ async def run_agent(
                 line_limit_bytes=agent.max_line_bytes,
             )
         except OSError as exc:
+            remove_temp_dir(confinement)
             await plan.run_cleanup()
             raise AgentError(f"could not start the agent {str(plan.argv[0])!r}: {exc}") from exc
         logger.info(
@@ -269,6 +295,8 @@ async def run_agent(
                 for helper in helpers:
                     helper.cancel()
                 transcript.flush()
+                remove_temp_dir(confinement)
+                scrub_agent_files(config_dir, redactor)
                 await asyncio.shield(plan.run_cleanup())
 
     stderr_tail = redactor(tail_text(bytes(stderr.data)))

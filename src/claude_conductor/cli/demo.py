@@ -42,9 +42,18 @@ def demo(
     settings = _common.settings()
     offline = offline or not has_api_credentials()
     repo = make_demo_repo(settings.home / "demo" / "project")
-    spec = demo_task(repo, offline=offline)
+    from claude_conductor.agents.confinement import sandbox_tools_missing
+
+    missing = sandbox_tools_missing() if settings.agent_sandbox else []
+    spec = demo_task(repo, offline=offline, bash=not missing)
     if offline and not as_json:
         _common.err_console.print(f"[bold yellow]{OFFLINE_BANNER}[/]", highlight=False)
+    if missing and not as_json:
+        _common.err_console.print(
+            f"{' and '.join(missing)} not installed: the demo's agent gets no shell (its Bash "
+            "would need the sandbox). For real work: apt-get install bubblewrap socat.",
+            highlight=False,
+        )
     if local:
         result = _run_local(spec, settings, offline=offline, quiet=as_json)
     else:

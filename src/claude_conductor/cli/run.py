@@ -85,6 +85,11 @@ async def _run_local(spec: Any, settings: Any, quiet: bool) -> Any:
     from rich.text import Text
 
     from claude_conductor.flows.steps import execute_task
+    from claude_conductor.system.hardening import make_undumpable
+
+    # This process is the engine here: keep its environment and memory out of the agent's
+    # reach through /proc (the agent runs as the same user).
+    make_undumpable()
 
     def on_event(event: Any) -> None:
         if not quiet:

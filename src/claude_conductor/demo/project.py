@@ -44,9 +44,12 @@ def make_demo_repo(target: Path) -> Path:
     return target
 
 
-def demo_task(repo: Path, *, offline: bool) -> TaskSpec:
+def demo_task(repo: Path, *, offline: bool, bash: bool = True) -> TaskSpec:
+    """The demo task; ``bash=False`` (no sandbox tools on this machine) keeps its agent to
+    the file tools, which need no sandbox."""
     prompt = DEMO_PROMPT + (" [script:demo]" if offline else "")
     return TaskSpec(
+        disallowed_tools=[] if bash else ["Bash"],
         kind="refactor",
         title="Add a greeting helper" + (" (offline demo)" if offline else ""),
         prompt=prompt,

@@ -21,6 +21,7 @@ from claude_conductor.agents.runtime import AgentOutcome, run_agent
 from claude_conductor.agents.shell import run_shell
 from claude_conductor.flows.stopping import stop_reason
 from claude_conductor.models import AgentEvent, TaskResult, TaskSpec, TaskStatus, VerifyResult
+from claude_conductor.redaction import secret_values
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.workspaces.source import resolve_source
 from claude_conductor.workspaces.worktree import (
@@ -158,13 +159,23 @@ def collect(
     *,
     started_at: datetime,
     started_monotonic: float,
+    base_env: Mapping[str, str] | None = None,
 ) -> TaskResult:
-    """Commit what changed on the branch, decide the final status, tidy the worktree. Blocking."""
+    """Commit what changed on the branch, decide the final status, tidy the worktree. Blocking.
+
+    A change that adds a secret (of ``base_env``, default this process's environment, or of
+    the settings) is not committed: the task then needs attention, naming the files."""
     out_dir = result_dir(spec, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     message = f"conductor: {spec.display_title}\n\nTask {spec.id} ({spec.kind})."
-    changes: WorkspaceChanges = finalize_workspace(ws, message, out_dir)
+    env = os.environ if base_env is None else base_env
+    secrets = {**secret_values(env), **settings.secret_values()}
+    changes: WorkspaceChanges = finalize_workspace(ws, message, out_dir, secrets=secrets)
     status, error = work.status, work.error
+    if changes.withheld_reason is not None:
+        if status in (TaskStatus.SUCCEEDED, TaskStatus.NEEDS_ATTENTION):
+            status = TaskStatus.NEEDS_ATTENTION
+        error = f"{error}; {changes.withheld_reason}" if error else changes.withheld_reason
     if status is TaskStatus.SUCCEEDED and verify is not None and verify.exit_code != 0:
         status = TaskStatus.FAILED
         what = "timed out" if verify.timed_out else f"exited with code {verify.exit_code}"
@@ -226,7 +237,15 @@ async def execute_task(
     if work.status is TaskStatus.SUCCEEDED:
         verify = await run_verify(spec, ws, settings, base_env)
     result = await asyncio.to_thread(
-        collect, spec, ws, work, verify, settings, started_at=started_at, started_monotonic=t0
+        collect,
+        spec,
+        ws,
+        work,
+        verify,
+        settings,
+        started_at=started_at,
+        started_monotonic=t0,
+        base_env=base_env,
     )
     await asyncio.to_thread(write_result, result, settings)
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,6 +88,15 @@ class WorkspaceChanges(BaseModel):
     diff_stats: DiffStats = Field(default_factory=DiffStats, description="Diff size vs. base.")
     patch_path: Path | None = Field(
         default=None, description="`changes.patch` (a `git diff --binary`); None if no changes."
+    )
+    withheld_files: list[str] = Field(
+        default_factory=list,
+        description="Changed files that hold a configured secret. When any does, nothing is "
+        "committed and no patch is written (like push protection); the files stay in the "
+        "worktree.",
+    )
+    withheld_reason: str | None = Field(
+        default=None, description="Why the change was not committed, naming files and secrets."
     )
 
 
@@ -197,15 +206,30 @@ def finalize_workspace(
     patch_dir: Path,
     *,
     exclude: Sequence[str] = DEFAULT_EXCLUDES,
+    secrets: Mapping[str, str] | None = None,
 ) -> WorkspaceChanges:
     """Commit everything changed in the worktree to its branch and describe the changes.
 
     Nothing is committed when nothing changed. Files matching ``exclude`` (git glob patterns,
     see ``DEFAULT_EXCLUDES``) and files the repository ignores are never committed. Writes
     ``patch_dir/changes.patch``, the whole diff against the base (``git apply`` takes it there).
+
+    ``secrets`` (name -> value) are never committed: when a line the change adds holds one,
+    nothing is committed (the branch stays at the base, even if the agent committed), no patch
+    is written, and ``withheld_files``/``withheld_reason`` say which files hold which secret.
     """
     pathspec = [".", *(f":(exclude,glob){p}" for p in exclude)]
     run_git(["add", "--all", "--", *pathspec], ws.path, timeout_seconds=CHECKOUT_TIMEOUT_SECONDS)
+    patch = patch_dir / PATCH_FILE_NAME
+    findings = _secret_findings(ws, secrets or {})
+    if findings:
+        run_git(["reset", "--quiet", ws.base_commit], ws.path)  # unstage, undo agent commits
+        patch.unlink(missing_ok=True)
+        reason = _withheld_reason(ws, findings)
+        logger.warning("task %s: %s", ws.task_id, reason)
+        return WorkspaceChanges(
+            head_commit=ws.base_commit, withheld_files=sorted(findings), withheld_reason=reason
+        )
     staged = try_git(["diff", "--cached", "--quiet"], ws.path)
     if staged.returncode == 1:
         text = message.strip() or f"conductor: task {ws.task_id}"
@@ -228,7 +252,6 @@ def finalize_workspace(
     _warn_if_off_branch(ws)
     head = run_git(["rev-parse", "HEAD"], ws.path)
     files, stats = _numstat(ws.path, ws.base_commit, head)
-    patch = patch_dir / PATCH_FILE_NAME
     if not files:
         patch.unlink(missing_ok=True)  # from an earlier attempt
         return WorkspaceChanges(head_commit=head, diff_stats=stats)
@@ -256,6 +279,57 @@ def finalize_workspace(
     )
     return WorkspaceChanges(
         head_commit=head, files_changed=files, diff_stats=stats, patch_path=patch
+    )
+
+
+def _added_lines(ws: Workspace, paths: Sequence[str] = ()) -> str:
+    """The lines the staged change adds to the base (of ``paths``, or all), binary as text."""
+    pathspec = ["--", *(f":(literal){p}" for p in paths)] if paths else []
+    raw = run_git_bytes(
+        ["diff", "--cached", *_DIFF_FLAGS, "--text", "--unified=0", ws.base_commit, *pathspec],
+        ws.path,
+        timeout_seconds=CHECKOUT_TIMEOUT_SECONDS,
+    )
+    added: list[str] = []
+    in_hunk = False
+    for line in raw.decode("utf-8", errors="replace").split("\n"):
+        if line.startswith("diff --git "):
+            in_hunk = False
+        elif line.startswith("@@"):
+            in_hunk = True
+        elif in_hunk and line.startswith("+"):
+            added.append(line[1:])
+    return "\n".join(added)
+
+
+def _secret_findings(ws: Workspace, secrets: Mapping[str, str]) -> dict[str, list[str]]:
+    """``{path: [secret names]}`` for staged files whose added lines hold a secret value."""
+    if not secrets:
+        return {}
+    everything = _added_lines(ws)
+    present = sorted(name for name, value in secrets.items() if value and value in everything)
+    if not present:
+        return {}
+    listed = run_git_bytes(
+        ["diff", "--cached", *_DIFF_FLAGS, "--name-only", "-z", ws.base_commit], ws.path
+    )
+    findings: dict[str, list[str]] = {}
+    for raw_path in filter(None, listed.split(b"\0")):
+        path = raw_path.decode("utf-8", errors="surrogateescape")
+        added = _added_lines(ws, [path])
+        names = [name for name in present if secrets[name] in added]
+        if names:
+            findings[path] = names
+    return findings
+
+
+def _withheld_reason(ws: Workspace, findings: Mapping[str, list[str]]) -> str:
+    shown = [f"{path} (the value of {', '.join(names)})" for path, names in findings.items()]
+    more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+    return (
+        f"the change was not committed: it adds a configured secret to {', '.join(shown[:5])}"
+        f"{more}; remove it from the worktree {str(ws.path)!r} and commit there yourself, or "
+        "run the task again"
     )
 
 
