@@ -9,7 +9,10 @@ a deliberate no-op: without any pull step Prefect 3.8 copies the *worker's curre
 into each run's temporary directory, which is wasteful at best.
 
 Registering does not import the flows: the deployments only need the flow names, the
-entrypoints and the one parameter every Conductor flow takes, ``spec: dict``.
+entrypoints and the one parameter every Conductor flow takes, ``spec: TaskSpec``. Its schema
+(every field with its description, types and bounds) is what the Prefect UI's Run form shows,
+and with ``enforce_parameter_schema`` the API refuses a bad value before any run is created.
+``prefect deploy`` computes the same schema from the flows' signatures (a test checks).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, ConfigDict, Field
 
+from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.work_pools.pools import DEFAULT_QUEUE, PoolKind, pool_name
 
@@ -135,12 +139,12 @@ DEPLOYMENTS: tuple[DeploymentDef, ...] = (
 )
 
 
-def _spec_signature(spec: dict[str, Any]) -> None:
-    """The one parameter of every Conductor flow (a TaskSpec as JSON)."""
+def _spec_signature(spec: TaskSpec) -> None:
+    """The one parameter of every Conductor flow: the task."""
 
 
 def spec_parameter_schema() -> dict[str, Any]:
-    """The deployments' parameter schema: ``spec`` (an object), required."""
+    """The deployments' parameter schema: ``spec``, a ``TaskSpec``, required."""
     return parameter_schema(_spec_signature).model_dump(exclude_unset=True)
 
 
