@@ -75,3 +75,10 @@ def test_the_update_that_makes_a_foreign_run_a_task() -> None:
     ]
     ours = _run(name=run_name(spec), tags=submission_tags(spec), spec=spec.model_dump())
     assert identity_update(spec, ours) == {}  # what `conductor run` submits needs nothing
+
+
+def test_an_empty_id_from_a_form_is_a_run_without_one() -> None:
+    """The Prefect UI's form may send `"id": ""`: the task gets the run's id, as when omitted."""
+    run = _run(spec={"id": "", "prompt": "Explain"})
+    assert task_id_of(run) == derived_task_id(RUN_ID, CREATED)
+    assert TaskSpec.model_validate({"id": "", "prompt": "Explain"}).id.startswith("t-")

@@ -107,7 +107,9 @@ async def adopt_flow_run(spec: TaskSpec) -> TaskSpec:
     run = ctx.flow_run if ctx is not None else None
     if run is None:
         return spec
-    if "id" not in spec.model_fields_set:
+    raw = (run.parameters or {}).get("spec")
+    named = raw.get("id") if isinstance(raw, Mapping) else spec.id
+    if not named:
         spec = spec.model_copy(update={"id": derived_task_id(run.id, run.created)})
     update = identity_update(spec, run)
     if update:
