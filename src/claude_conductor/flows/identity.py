@@ -11,6 +11,7 @@ When it starts, the flow also names the run ``<id>: <title>`` and adds the condu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ __all__ = [
     "task_id_of",
     "task_tag",
 ]
+
+logger = logging.getLogger(__name__)
 
 TASK_TAG_PREFIX = "task:"
 _NAME_TITLE_CHARS = 60
@@ -113,8 +116,12 @@ async def adopt_flow_run(spec: TaskSpec) -> TaskSpec:
         spec = spec.model_copy(update={"id": derived_task_id(run.id, run.created)})
     update = identity_update(spec, run)
     if update:
-        async with get_client() as client:
-            await client.update_flow_run(run.id, **update)
+        try:
+            async with get_client() as client:
+                await client.update_flow_run(run.id, **update)
+        except Exception as exc:  # the task still runs; only its name and tags are late
+            logger.warning("could not name flow run %s after task %s: %s", run.id, spec.id, exc)
+            return spec
         run.name = update.get("name", run.name)
         run.tags = update.get("tags", run.tags)
     return spec
