@@ -9,6 +9,7 @@ caller's environment (``ANTHROPIC_API_KEY`` or ``ANTHROPIC_BASE_URL``) and Condu
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from claude_conductor.api.dispatch import sync_or_awaitable
@@ -33,18 +34,37 @@ def _runnable(fields: dict[str, Any]) -> TaskSpec:
     return spec
 
 
+def _name_of_current_run() -> str:
+    """The subflow's run name, from its validated ``spec`` (read by Prefect's engine as the
+    run starts, so its own log lines carry the name too)."""
+    from prefect.context import FlowRunContext
+
+    from claude_conductor.flows.identity import run_name
+
+    ctx = FlowRunContext.get()
+    spec = ctx.parameters["spec"] if ctx is not None and ctx.parameters else None
+    return run_name(spec) if isinstance(spec, TaskSpec) else "conductor-task"
+
+
+@functools.cache
+def _task_flow() -> Any:
+    """``conductor-task``, named after its task (built once: a flow computes its parameter
+    schema when it is made)."""
+    from claude_conductor.flows.task_flow import conductor_task
+
+    return conductor_task.with_options(flow_run_name=_name_of_current_run)
+
+
 async def run_task(spec: TaskSpec) -> TaskResult:
     """Run ``spec`` as a ``conductor-task`` subflow of the current flow (a flow run of its own
     outside one) and return its result, whatever its status. Input the steps refuse (a
     repository that vanished) raises its ``InputError``."""
     from prefect import tags
 
-    from claude_conductor.flows.identity import run_name, submission_tags
-    from claude_conductor.flows.task_flow import conductor_task
+    from claude_conductor.flows.identity import submission_tags
 
-    flow = conductor_task.with_options(flow_run_name=run_name(spec))
     with tags(*submission_tags(spec)):
-        state = await flow(spec=spec, return_state=True)
+        state = await _task_flow()(spec=spec, return_state=True)
     data = await state.aresult(raise_on_failure=False)
     if isinstance(data, BaseException):
         raise data
