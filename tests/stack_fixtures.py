@@ -32,6 +32,7 @@ SLEEPY = DeploymentDef(
     pool="agents",
     description="Test only: sleeps, and records when it ran.",
     tags=("conductor-test",),
+    typed_spec=False,
 )
 CHATTY = DeploymentDef(
     flow_name="conductor-stack-test-chatty",
@@ -40,6 +41,7 @@ CHATTY = DeploymentDef(
     pool="agents",
     description="Test only: logs lines and ends right after the last one.",
     tags=("conductor-test",),
+    typed_spec=False,
 )
 VERSIONED = DeploymentDef(
     flow_name="conductor-stack-test-versioned",
@@ -48,6 +50,7 @@ VERSIONED = DeploymentDef(
     pool="agents",
     description="Test only: says which version of its module ran (preloaded by the forkserver).",
     tags=("conductor-test",),
+    typed_spec=False,
 )
 VERSIONED_SOURCE = """from typing import Any
 

@@ -44,7 +44,7 @@ _PREFECT_EXTRAS = {
     "worker_id",
     "send_to_api",
 }
-# flow-run id -> task id (the run's name), learned from the records that carry both.
+# flow-run id -> task id (from the run's name), learned from the records that carry both.
 _names: dict[str, str] = {}
 
 
@@ -72,9 +72,12 @@ def log_ids(record: logging.LogRecord) -> tuple[str | None, str | None]:
     if run_id is None:
         run_id = os.environ.get(_FLOW_RUN_ENV) or None
     run_id = str(run_id) if run_id is not None else None
+    if task_id:
+        # A run is named ``<task id>: <title>`` (flows.identity); ids never hold a colon.
+        task_id = str(task_id).split(":", 1)[0]
     if run_id is not None:
         if task_id:
-            _names.setdefault(run_id, str(task_id))
+            _names[run_id] = task_id
         else:
             task_id = _names.get(run_id)
     return (str(task_id) if task_id else None), run_id

@@ -163,6 +163,12 @@ class TaskSpec(BaseModel):
     )
     parent_id: str | None = Field(default=None, description="The fan-out task this belongs to.")
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _empty_id_is_generated(cls, value: Any) -> Any:
+        """An empty id (a form left blank, JSON null) means "make one", as omitting it does."""
+        return new_task_id() if value is None or value == "" else value
+
     @field_validator("id")
     @classmethod
     def _id_is_branch_safe(cls, value: str) -> str:

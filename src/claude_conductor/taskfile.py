@@ -26,6 +26,7 @@ __all__ = [
     "load_task_file",
     "load_yaml_text",
     "parse_task",
+    "resolve_repo_paths",
 ]
 
 MAX_TASK_FILE_BYTES = 1024 * 1024
@@ -271,14 +272,15 @@ def load_task_file(path: Path | str, *, defaults: dict[str, Any] | None = None) 
     if data is None:
         raise TaskFileError(shown, "is empty; a task needs at least a kind and a prompt")
     return parse_task(
-        _resolve_repo_paths(data, file.resolve().parent), source=shown, defaults=defaults
+        resolve_repo_paths(data, file.resolve().parent), source=shown, defaults=defaults
     )
 
 
-def _resolve_repo_paths(data: Any, base: Path) -> Any:
+def resolve_repo_paths(data: Any, base: Path) -> Any:
     """The raw mapping with each relative local ``repo`` (subtasks too) made absolute against
-    the file's folder, before validation (so ``files`` can be checked against it); a subtask
-    without ``repo`` still inherits its parent's."""
+    ``base`` (a task file's folder; the caller's directory for the Python API), before
+    validation (so ``files`` can be checked against it); a subtask without ``repo`` still
+    inherits its parent's."""
     if not isinstance(data, dict):
         return data
     out = dict(data)
@@ -287,5 +289,5 @@ def _resolve_repo_paths(data: Any, base: Path) -> Any:
         path = Path(repo).expanduser()
         out["repo"] = str(path if path.is_absolute() else (base / path).resolve())
     if isinstance(out.get("subtasks"), list):
-        out["subtasks"] = [_resolve_repo_paths(sub, base) for sub in out["subtasks"]]
+        out["subtasks"] = [resolve_repo_paths(sub, base) for sub in out["subtasks"]]
     return out

@@ -65,9 +65,12 @@ def test_aggregate_keeps_every_subtask_and_fails_when_one_fails() -> None:
 
 
 def test_submission_tags() -> None:
-    spec = TaskSpec(prompt="x", kind="analysis", priority=8, tags=["team-a"], parent_id="p-1")
+    spec = TaskSpec(
+        id="t-1", prompt="x", kind="analysis", priority=8, tags=["team-a"], parent_id="p-1"
+    )
     assert submission_tags(spec) == [
         "conductor",
+        "task:t-1",
         "kind:analysis",
         "priority:8",
         "team-a",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,6 @@ from helpers import git as _git
 pytestmark = pytest.mark.integration
 
 __all__ = ["agent_stack"]  # the module-scoped stack, shared by these tests
-
-GATE = """import os, sys, time
-gate, arrivals = sys.argv[1], sys.argv[2]
-with open(arrivals, "a") as fh:
-    fh.write("x\\n")
-began = time.time()
-while not os.path.exists(gate) and time.time() - began < 120:
-    time.sleep(0.1)
-"""
 
 
 def _run(stack: AgentStack, task_id: str) -> FlowRun:
@@ -135,24 +126,27 @@ def test_a_killed_flow_run_process_is_run_again_per_retries(agent_stack: AgentSt
     assert "CRASHED" in asyncio.run(history())
 
 
-def _gated_tasks(stack: AgentStack, tmp_path: Path, count: int) -> tuple[list[str], Path]:
-    gate_script = tmp_path / "gate.py"
-    gate_script.write_text(GATE)
-    gate, arrivals = tmp_path / "gate-open", tmp_path / "arrivals.txt"
+def _gated_tasks(
+    stack: AgentStack, tmp_path: Path, count: int
+) -> tuple[list[str], threading.Event]:
+    """``count`` tasks whose agents all wait, in the scripted model, until the test opens the
+    gate (sandboxed agents share no file outside their worktrees), then write ``kept.txt``."""
+    arrived = [0]
+    met = threading.Condition()
+    gate = threading.Event()
+
+    def wait_at_the_gate(request: Request) -> Step:
+        with met:
+            arrived[0] += 1
+            met.notify_all()
+        gate.wait(120)
+        return tool_use("Write", {"file_path": "kept.txt", "content": "kept\n"})
+
     marker = stack.model.add_script(
-        f"gated-{tmp_path.name}",
-        [
-            tool_use("Bash", {"command": f"{sys.executable} {gate_script} {gate} {arrivals}"}),
-            lambda req: tool_use("Write", {"file_path": "kept.txt", "content": "kept\n"}),
-            text("Finished after the worker died."),
-        ],
+        f"gated-{tmp_path.name}", [wait_at_the_gate, text("Finished after the worker died.")]
     )
     ids = [stack.submit("--prompt", f"gated {n} {marker}") for n in range(count)]
-    _wait_for(
-        lambda: arrivals.exists() and len(arrivals.read_text().splitlines()) >= count,
-        120,
-        "every agent to reach the gate",
-    )
+    _wait_for(lambda: arrived[0] >= count, 120, "every agent to reach the gate")
     return ids, gate
 
 
@@ -168,7 +162,7 @@ def test_work_in_flight_survives_a_worker_crash(agent_stack: AgentStack, tmp_pat
     worker, descendants = _worker_processes(agent_stack)
     os.kill(worker, signal.SIGKILL)
     _wait_for(lambda: not processes.pid_alive(worker), 10, "the worker to die")
-    gate.touch()  # the agents finish only now, with no worker left
+    gate.set()  # the agents finish only now, with no worker left
     for task_id in ids:
         run = _final(agent_stack, task_id)
         assert run.state is not None and run.state.is_completed(), run.state

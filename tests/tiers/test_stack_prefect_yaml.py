@@ -39,6 +39,8 @@ async def _snapshot(stack: Stack) -> dict[str, dict[str, Any]]:
                     (s.slug, s.active, getattr(s.schedule, "cron", None)) for s in dep.schedules
                 ],
                 "enforce": dep.enforce_parameter_schema,
+                # `prefect deploy` computes it from the flow's typed `spec: TaskSpec`.
+                "schema": dep.parameter_openapi_schema,
             }
     return out
 

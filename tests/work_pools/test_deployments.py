@@ -10,7 +10,7 @@ import yaml
 from prefect.flows import Flow
 from prefect.utilities.importtools import import_object
 
-from claude_conductor.models import TaskSpec
+from claude_conductor.models import TASK_KINDS, TaskSpec
 from claude_conductor.settings import WorkerSettings
 from claude_conductor.work_pools.deployments import (
     DEPLOYMENTS,
@@ -54,10 +54,27 @@ def test_nightly_review_is_an_inactive_valid_code_review() -> None:
     assert "id" not in NIGHTLY_REVIEW_DEPLOYMENT.parameters["spec"]
 
 
-def test_parameter_schema_is_one_required_spec_object() -> None:
+def test_parameter_schema_is_one_required_typed_task_spec() -> None:
+    """The Prefect UI's Run form is drawn from this: every TaskSpec field, each described."""
     schema = spec_parameter_schema()
     assert schema["required"] == ["spec"]
-    assert schema["properties"]["spec"]["type"] == "object"
+    assert schema["properties"]["spec"]["$ref"] == "#/definitions/TaskSpec"
+    fields = schema["definitions"]["TaskSpec"]["properties"]
+    assert set(fields) == set(TaskSpec.model_fields)
+    for name, field in fields.items():
+        assert field.get("description"), f"TaskSpec.{name} has no description for the UI"
+    assert fields["kind"]["enum"] == list(TASK_KINDS)
+    assert fields["priority"]["minimum"] == 1 and fields["priority"]["maximum"] == 10
+    # The id is generated when a run (from any client) names none.
+    assert "id" not in schema["definitions"]["TaskSpec"].get("required", [])
+
+
+@pytest.mark.parametrize("definition", DEPLOYMENTS, ids=lambda d: d.full_name)
+def test_flows_declare_the_schema_the_deployments_register(definition: Any) -> None:
+    """What `prefect deploy` (prefect.yaml) computes from the flow's own signature is what
+    `conductor up` registers."""
+    flow = import_object(definition.entrypoint)
+    assert flow.parameters.model_dump(exclude_unset=True) == spec_parameter_schema()
 
 
 def _yaml_view(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -18,14 +18,15 @@ def _ui_url(settings: Any, run_id: Any) -> str:
 
 async def follow(client: Any, run: Any, settings: Any, *, quiet: bool) -> Any:
     """Follow a run to its end; return its TaskResult (or a synthesized one when it has none)."""
-    from claude_conductor.client.tasks import task_result, wait_for_run
+    from claude_conductor.client.tasks import task_id_of, task_result, wait_for_run
     from claude_conductor.models import TaskResult, TaskStatus
 
-    status = None if quiet else _common.err_console.status(f"{run.name}: submitted")
+    task_id = task_id_of(run)
+    status = None if quiet else _common.err_console.status(f"{task_id}: submitted")
 
     def on_change(current: Any) -> None:
         if status is not None:
-            status.update(f"{current.name}: {current.state.name if current.state else '?'}")
+            status.update(f"{task_id}: {current.state.name if current.state else '?'}")
 
     if status is not None:
         status.start()
@@ -40,7 +41,7 @@ async def follow(client: Any, run: Any, settings: Any, *, quiet: bool) -> Any:
     state = final.state
     cancelled = bool(state and state.is_cancelled())
     return TaskResult(
-        task_id=final.name,
+        task_id=task_id,
         status=TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED,
         error=f"run ended {state.name if state else '?'}: "
         f"{(state.message if state else '') or 'no result was published'}",

@@ -15,10 +15,12 @@ tasks_app = typer.Typer(help="List, inspect, cancel and retry tasks.", no_args_i
 
 def run_row(run: Any, result: Any | None) -> dict[str, Any]:
     """One task as plain data: what `tasks list --json` prints."""
+    from claude_conductor.client.tasks import task_id_of
+
     spec = (run.parameters or {}).get("spec") or {}
     state = run.state
     return {
-        "task_id": run.name,
+        "task_id": task_id_of(run),
         "flow_run_id": str(run.id),
         "state": state.name if state else None,
         "status": result.status.value if result else None,
@@ -37,13 +39,13 @@ def run_row(run: Any, result: Any | None) -> dict[str, Any]:
 
 
 async def _list(settings: Any, limit: int) -> list[dict[str, Any]]:
-    from claude_conductor.client.tasks import api_client, list_runs
+    from claude_conductor.client.tasks import api_client, list_runs, task_id_of
     from claude_conductor.flows.results import read_results
 
     async with api_client(settings) as client:
         runs = await list_runs(client, limit=limit)
-        results = await read_results(client, [r.name for r in runs])
-    return [run_row(r, results.get(r.name)) for r in runs]
+        results = await read_results(client, [task_id_of(r) for r in runs])
+    return [run_row(r, results.get(task_id_of(r))) for r in runs]
 
 
 @tasks_app.command("list")
@@ -101,7 +103,8 @@ def show(
     elif result is not None:
         render_result(result)
     else:
-        _common.console.print(f"{run.name}: {run.state.name if run.state else '?'} (no result yet)")
+        state = run.state.name if run.state else "?"
+        _common.console.print(f"{run_row(run, None)['task_id']}: {state} (no result yet)")
     if result is None:
         return 0
     return 0 if result.ok else 1

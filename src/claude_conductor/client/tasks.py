@@ -1,8 +1,9 @@
 """Talking to the Prefect API about conductor tasks: submit, find, follow, cancel, retry, read
 logs. Used by the CLI and the dashboard; every function takes the settings it needs.
 
-A task is a flow run named by the task id and tagged ``conductor``; its result is an artifact
-(see ``results``).
+A task is a conductor flow run, whoever started it: its id, name and tags are defined in
+``flows.identity`` (``task_id_of`` is the one answer to "which task is this run"); its result is
+an artifact (see ``results``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from prefect.states import Cancelling
 
 from claude_conductor.client.connection import conductor_client
 from claude_conductor.errors import InputError, NotFoundError
-from claude_conductor.flows.fanout import submission_tags
+from claude_conductor.flows.identity import run_name, submission_tags, task_id_of, task_tag
 from claude_conductor.flows.results import read_result, report_key
 from claude_conductor.models import TaskResult, TaskSpec
 from claude_conductor.settings import ConductorSettings
@@ -48,6 +49,7 @@ __all__ = [
     "read_task_logs",
     "retry_task",
     "submit_task",
+    "task_id_of",
     "task_result",
     "wait_for_run",
 ]
@@ -101,7 +103,7 @@ async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
             return await client.create_flow_run_from_deployment(
                 deployment_id,
                 parameters={"spec": spec.model_dump(mode="json")},
-                name=spec.id,
+                name=run_name(spec),
                 tags=submission_tags(spec),
                 work_queue_name=_queue_for(spec.priority),
                 idempotency_key=spec.id,
@@ -115,15 +117,23 @@ async def submit_task(client: PrefectClient, spec: TaskSpec) -> FlowRun:
 
 
 async def find_run(client: PrefectClient, task_id: str) -> FlowRun:
-    """The flow run of a task id (or of a flow run id). NotFoundError when there is none."""
+    """The flow run of a task id (or of a flow run id). NotFoundError when there is none.
+
+    By its ``task:<id>`` tag (every conductor run has it from submission, or from its start
+    when another client created it), else by name (runs from before the tag existed)."""
     with contextlib.suppress(ValueError):
         run = await client.read_flow_run(UUID(task_id))
         return run
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[task_id])),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-        limit=1,
-    )
+    runs: list[FlowRun] = []
+    for flow_run_filter in (
+        FlowRunFilter(tags=FlowRunFilterTags(all_=[task_tag(task_id)])),
+        FlowRunFilter(name=FlowRunFilterName(any_=[task_id])),
+    ):
+        runs = await client.read_flow_runs(
+            flow_run_filter=flow_run_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1
+        )
+        if runs:
+            break
     if not runs:
         raise NotFoundError(
             f"no task {task_id!r} on {client.api_url}; list tasks with `conductor tasks list`",
@@ -179,7 +189,8 @@ async def wait_for_run(
 
 
 async def task_result(client: PrefectClient, run: FlowRun) -> TaskResult | None:
-    return await read_result(client, run.name)
+    """The run's published result (None until it has one)."""
+    return await read_result(client, task_id_of(run))
 
 
 async def cancel_task(client: PrefectClient, task_id: str) -> FlowRun:
@@ -206,7 +217,7 @@ async def retry_task(client: PrefectClient, task_id: str) -> tuple[TaskSpec, Flo
         )
     data = dict(run.parameters.get("spec") or {})
     data.pop("id", None)
-    data["tags"] = [*data.get("tags", []), f"retry-of:{run.name}"]
+    data["tags"] = [*data.get("tags", []), f"retry-of:{task_id_of(run)}"]
     spec = TaskSpec.model_validate(data)
     return spec, await submit_task(client, spec)
 

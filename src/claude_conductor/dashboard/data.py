@@ -34,6 +34,7 @@ from claude_conductor.dashboard.transcript import (
     transcript_from_jsonl,
     transcript_from_log_messages,
 )
+from claude_conductor.flows.identity import task_id_of
 from claude_conductor.flows.results import read_result, read_results
 from claude_conductor.models import TaskResult, TaskSpec
 from claude_conductor.settings import ConductorSettings
@@ -132,9 +133,10 @@ def task_row(run: FlowRun, result: TaskResult | None, now: datetime) -> dict[str
     else:
         duration = run.total_run_time.total_seconds()
     labels = run.labels or {}
+    task_id = task_id_of(run)
     return {
-        "task_id": run.name,
-        "title": (result.title if result else "") or (spec.display_title if spec else run.name),
+        "task_id": task_id,
+        "title": (result.title if result else "") or (spec.display_title if spec else task_id),
         "status": status,
         "state": run.state.name if run.state else "Scheduled",
         "kind": spec.kind if spec else (_tag_value(tags, "kind:") or "generic"),
@@ -167,7 +169,7 @@ def runs_frame(
 ) -> pd.DataFrame:
     """The tasks frame (columns ``TASK_COLUMNS``) of flow runs and their results."""
     moment = now or datetime.now(UTC)
-    rows = [task_row(r, results.get(r.name), moment) for r in runs]
+    rows = [task_row(r, results.get(task_id_of(r)), moment) for r in runs]
     frame = pd.DataFrame(rows, columns=TASK_COLUMNS)
     for column in ("created", "started", "finished"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -186,7 +188,7 @@ async def _read_tasks(settings: ConductorSettings, limit: int) -> pd.DataFrame:
                 offset=len(runs),
             )
             runs.extend(page)
-            results.update(await read_results(client, [r.name for r in page]))
+            results.update(await read_results(client, [task_id_of(r) for r in page]))
             if len(page) < _PAGE:
                 break
     return runs_frame(runs, results)
@@ -261,10 +263,11 @@ def _logs_frame(logs: list[Log]) -> pd.DataFrame:
 async def _read_detail(settings: ConductorSettings, task_id: str) -> TaskDetail:
     async with api.api_client(settings) as client:
         run = await api.find_run(client, task_id)
-        result = await read_result(client, run.name)
+        task_id = task_id_of(run)
+        result = await read_result(client, task_id)
         states = await client.read_flow_run_states(run.id)
         logs = await api.read_task_logs(client, run, limit=_MAX_LOGS, newest=True)
-        report = await api.read_report(client, run.name)
+        report = await api.read_report(client, task_id)
     now = datetime.now(UTC)
     logs_frame = _logs_frame(logs)
     patch: str | None = None
@@ -278,7 +281,7 @@ async def _read_detail(settings: ConductorSettings, task_id: str) -> TaskDetail:
         transcript = transcript_from_log_messages(logs_frame["message"].tolist())
         source = "logs" if transcript else "none"
     return TaskDetail(
-        task_id=run.name,
+        task_id=task_id,
         flow_run_id=str(run.id),
         row=task_row(run, result, now),
         spec=_spec_of(run),
@@ -314,7 +317,7 @@ def submit(settings: ConductorSettings, spec: TaskSpec) -> SubmittedTask:
     async def go() -> SubmittedTask:
         async with api.api_client(settings) as client:
             run = await api.submit_task(client, spec)
-        return SubmittedTask(run.name, str(run.id))
+        return SubmittedTask(task_id_of(run), str(run.id))
 
     try:
         return run_sync(go)

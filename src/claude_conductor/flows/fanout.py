@@ -16,6 +16,7 @@ from prefect.client.schemas.objects import State
 from prefect.deployments import arun_deployment
 from prefect.states import Completed, Failed
 
+from claude_conductor.flows.identity import adopt_flow_run, run_name, submission_tags
 from claude_conductor.flows.report import fanout_rows
 from claude_conductor.flows.results import publish_result, read_result
 from claude_conductor.models import TaskResult, TaskSpec, TaskStatus
@@ -25,14 +26,6 @@ __all__ = ["TASK_DEPLOYMENT", "aggregate", "conductor_fanout", "submission_tags"
 
 TASK_DEPLOYMENT = deployments.TASK_DEPLOYMENT.full_name
 _POLL_SECONDS = 1.0
-
-
-def submission_tags(spec: TaskSpec) -> list[str]:
-    """Tags every conductor flow run carries: filterable in the Prefect UI and the dashboard."""
-    tags = ["conductor", f"kind:{spec.kind}", f"priority:{spec.priority}", *spec.tags]
-    if spec.parent_id:
-        tags.append(f"parent:{spec.parent_id}")
-    return tags
 
 
 def aggregate(parent: TaskSpec, results: list[TaskResult], started_at: datetime) -> TaskResult:
@@ -70,7 +63,7 @@ async def _run_subtask(sub: TaskSpec) -> TaskResult:
         TASK_DEPLOYMENT,
         work_queue_name=queue_for_priority(sub.priority),
         parameters={"spec": sub.model_dump(mode="json")},
-        flow_run_name=sub.id,
+        flow_run_name=run_name(sub),
         tags=submission_tags(sub),
         poll_interval=_POLL_SECONDS,
         as_subflow=True,
@@ -93,9 +86,9 @@ async def _run_subtask(sub: TaskSpec) -> TaskResult:
 
 
 @flow(name="conductor-fanout", persist_result=False)
-async def conductor_fanout(spec: dict[str, Any]) -> State[Any]:
+async def conductor_fanout(spec: TaskSpec) -> State[Any]:
     """Run a task's subtasks in parallel as their own flow runs and aggregate their results."""
-    parent = TaskSpec.model_validate(spec)
+    parent = await adopt_flow_run(spec)
     # Subtasks arrive already expanded by the submitter (ids, repo and limits inherited);
     # expanding again is harmless for those and covers specs submitted another way.
     subs = parent.expanded_subtasks()

@@ -1,5 +1,8 @@
-"""The flow that runs one conductor task: one flow run per task, four coarse Prefect tasks
-(prepare, work, verify, collect). Logic lives in ``steps``; this module only orchestrates.
+"""The flow that runs one conductor task: one flow run per task, three or four coarse
+Prefect tasks (prepare, work, verify when the task has a verify command, collect). Logic lives in ``steps``; this module only orchestrates.
+
+The flow takes a typed ``TaskSpec`` (the Prefect UI's Run form shows its fields); whoever
+started the run, it adopts the task's id, name and tags first (``identity``).
 
 Final Prefect state mirrors the task status: succeeded -> Completed, needs_attention ->
 Completed named "NeedsAttention", failed/timed_out -> Failed, cancelled -> Cancelled.
@@ -22,6 +25,7 @@ from claude_conductor.agents.argv import redact
 from claude_conductor.agents.process import kill_registered_groups
 from claude_conductor.errors import AgentError, InputError
 from claude_conductor.flows import steps
+from claude_conductor.flows.identity import adopt_flow_run
 from claude_conductor.flows.results import publish_result
 from claude_conductor.models import AgentEvent, TaskResult, TaskSpec, TaskStatus, VerifyResult
 from claude_conductor.settings import load_settings
@@ -151,9 +155,10 @@ def _kill_agents(flow: Any, flow_run: Any, state: State[Any]) -> None:
     on_cancellation=[_kill_agents],
     on_crashed=[_kill_agents],
 )
-async def conductor_task(spec: dict[str, Any]) -> State[Any]:
-    """Run one conductor task (a TaskSpec as JSON); its result is published as artifacts."""
-    task_spec = TaskSpec.model_validate(spec)
-    get_run_logger().info("task %s (%s) on %s", task_spec.id, task_spec.kind, task_spec.repo)
-    result = await run_one(task_spec)
+async def conductor_task(spec: TaskSpec) -> State[Any]:
+    """Run one Conductor task with a Claude Code agent (or a shell command); its result and
+    report are published as artifacts of this run."""
+    spec = await adopt_flow_run(spec)
+    get_run_logger().info("task %s (%s) on %s", spec.id, spec.kind, spec.repo)
+    result = await run_one(spec)
     return _final_state(result)

@@ -31,6 +31,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 
 from claude_conductor.client.tasks import api_client
 from claude_conductor.errors import ConductorError
+from claude_conductor.flows.identity import task_id_of
 from claude_conductor.flows.results import read_results
 from claude_conductor.metrics.records import record_of
 from claude_conductor.metrics.snapshot import FleetSnapshot, PoolGauges, Tally
@@ -130,9 +131,9 @@ class FleetReader:
 
     async def _add(self, client: PrefectClient, runs: list[FlowRun]) -> None:
         fresh = [r for r in runs if str(r.id) not in self.tally.seen]
-        results = await read_results(client, [r.name for r in fresh]) if fresh else {}
+        results = await read_results(client, [task_id_of(r) for r in fresh]) if fresh else {}
         for run in fresh:
-            record = record_of(run, results.get(run.name))
+            record = record_of(run, results.get(task_id_of(run)))
             if record is None:
                 continue
             self.tally.add(record)

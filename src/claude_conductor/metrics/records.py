@@ -12,6 +12,7 @@ from typing import Any
 from prefect.client.schemas.objects import FlowRun, StateType
 from pydantic import BaseModel, ConfigDict, Field
 
+from claude_conductor.flows.identity import task_id_of
 from claude_conductor.models import TASK_KINDS, TaskResult, TaskStatus
 
 __all__ = [
@@ -148,7 +149,7 @@ def record_of(run: FlowRun, result: TaskResult | None) -> TaskRecord | None:
     end = run.end_time
     return TaskRecord(
         flow_run_id=str(run.id),
-        task_id=run.name,
+        task_id=task_id_of(run),
         kind=kind,
         status=status,
         reason=exit_reason(status, error, crashed=crashed and result is None),

@@ -9,7 +9,10 @@ a deliberate no-op: without any pull step Prefect 3.8 copies the *worker's curre
 into each run's temporary directory, which is wasteful at best.
 
 Registering does not import the flows: the deployments only need the flow names, the
-entrypoints and the one parameter every Conductor flow takes, ``spec: dict``.
+entrypoints and the one parameter every Conductor flow takes, ``spec: TaskSpec``. Its schema
+(every field with its description, types and bounds) is what the Prefect UI's Run form shows,
+and with ``enforce_parameter_schema`` the API refuses a bad value before any run is created.
+``prefect deploy`` computes the same schema from the flows' signatures (a test checks).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, ConfigDict, Field
 
+from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.work_pools.pools import DEFAULT_QUEUE, PoolKind, pool_name
 
@@ -79,6 +83,11 @@ class DeploymentDef(BaseModel):
         default_factory=dict, description="Default parameters (`spec` for Conductor flows)."
     )
     schedule: ScheduleDef | None = Field(default=None, description="When it runs by itself.")
+    typed_spec: bool = Field(
+        default=True,
+        description="Whether `spec` is a `TaskSpec` the API validates (every Conductor flow); "
+        "false for a flow taking a free-form `spec: dict`.",
+    )
 
     @property
     def full_name(self) -> str:
@@ -135,13 +144,19 @@ DEPLOYMENTS: tuple[DeploymentDef, ...] = (
 )
 
 
-def _spec_signature(spec: dict[str, Any]) -> None:
-    """The one parameter of every Conductor flow (a TaskSpec as JSON)."""
+def _spec_signature(spec: TaskSpec) -> None:
+    """The one parameter of every Conductor flow: the task."""
 
 
-def spec_parameter_schema() -> dict[str, Any]:
-    """The deployments' parameter schema: ``spec`` (an object), required."""
-    return parameter_schema(_spec_signature).model_dump(exclude_unset=True)
+def _free_spec_signature(spec: dict[str, Any]) -> None:
+    """A flow that takes any mapping as ``spec``."""
+
+
+def spec_parameter_schema(*, typed: bool = True) -> dict[str, Any]:
+    """The deployments' parameter schema: ``spec``, a ``TaskSpec`` (or, untyped, any mapping),
+    required."""
+    signature = _spec_signature if typed else _free_spec_signature
+    return parameter_schema(signature).model_dump(exclude_unset=True)
 
 
 async def _existing(client: PrefectClient, full_name: str) -> DeploymentResponse | None:
@@ -179,7 +194,6 @@ async def apply_deployments(
     """Create or update each deployment on its pool; returns ``{"flow/name": id}``. Idempotent:
     a schedule the user switched on (or off) and a deployment they paused stay that way."""
     ids: dict[str, UUID] = {}
-    schema = spec_parameter_schema()
     for definition in definitions:
         existing = await _existing(client, definition.full_name)
         flow_id = await client.create_flow_from_name(definition.flow_name)
@@ -192,8 +206,8 @@ async def apply_deployments(
             description=definition.description,
             tags=list(definition.tags),
             parameters=definition.parameters,
-            parameter_openapi_schema=schema,
-            enforce_parameter_schema=True,
+            parameter_openapi_schema=spec_parameter_schema(typed=definition.typed_spec),
+            enforce_parameter_schema=definition.typed_spec,
             pull_steps=PULL_STEPS,
             schedules=_schedules(definition, existing),
             paused=existing.paused if existing is not None else False,
