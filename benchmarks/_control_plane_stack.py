@@ -16,6 +16,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -31,7 +32,15 @@ from typing import Any
 import psutil
 from _common import alive, free_port, stop_pids, wait_http
 
-__all__ = ["MissingBinary", "Stack", "find_binaries", "process_cpu_seconds", "start_stack"]
+__all__ = [
+    "MissingBinary",
+    "Stack",
+    "find_binaries",
+    "log_errors",
+    "process_cpu_seconds",
+    "process_rss_mib",
+    "start_stack",
+]
 
 _READY_SECONDS = 120.0
 
@@ -265,7 +274,34 @@ def _server_env(base: dict[str, str], root: Path, pg_port: int, redis_port: int)
     return env
 
 
-def start_stack(base_env: dict[str, str]) -> Stack:
+_ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.*)$")
+
+
+def log_errors(path: Path, offset: int) -> tuple[dict[str, int], int]:
+    """Exceptions a server logged after byte ``offset`` of its log (type and the start of
+    the message, ids masked), most frequent first; and the new end offset."""
+    counts: dict[str, int] = {}
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return {}, offset
+    for line in data.decode("utf-8", "replace").splitlines():
+        match = _ERROR_LINE.match(line)  # a traceback's last line starts at column 0
+        if match is not None:
+            key = f"{match.group(1)}: {_IDS.sub('…', match.group(2))[:110]}"
+            counts[key] = counts.get(key, 0) + 1
+    top = dict(sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+    return top, offset + len(data)
+
+
+_IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f-]{27}|\b\d{3,}\b")
+
+
+def start_stack(
+    base_env: dict[str, str], db_pool_size: int | None = None, db_max_overflow: int | None = None
+) -> Stack:
     """PostgreSQL, Redis, migrations, the API and the services; raises (after stopping what
     it started) when any of them does not come up."""
     bins = find_binaries()
@@ -288,6 +324,16 @@ def start_stack(base_env: dict[str, str]) -> Stack:
         redis_port = _start_redis(stack, bins, base_env)
         lap("redis_ready")
         env = _server_env(base_env, root, pg_port, redis_port)
+        if db_pool_size is not None:
+            env["PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"] = str(db_pool_size)
+        if db_max_overflow is not None:
+            env["PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW"] = str(db_max_overflow)
+        stack.settings["prefect_db_pool"] = {
+            "pool_size": db_pool_size if db_pool_size is not None else "Prefect's default (5)",
+            "max_overflow": db_max_overflow
+            if db_max_overflow is not None
+            else "Prefect's default (10)",
+        }
         stack.env = env
         migrate = subprocess.run(
             [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],

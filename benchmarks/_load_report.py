@@ -128,7 +128,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"agents over {p['stagger_seconds']:g} s, starts tasks for {p['step_seconds']:g} s and "
         f"lets the last ones finish; latencies are taken over the steady window (all agents "
         f"started, none stopping). Agent log lines: {p['log_lines_per_minute']:g}/min, sent "
-        f"every {p['log_batch_seconds']:g} s; heartbeat every {p['heartbeat_seconds']:g} s.",
+        f"every {p['log_batch_seconds']:g} s; heartbeat every {p['heartbeat_seconds']:g} s. "
+        f"Server settings: {result.get('server_settings')}.",
     ]
     if result.get("note"):
         lines += ["", result["note"]]
@@ -169,7 +170,10 @@ def markdown(result: dict[str, Any]) -> str:
                  f"part of every latency above): {s['generator_loop_lag']}",
                  f"CPU seconds over the step: {s['cpu_seconds']}"]  # fmt: skip
         if s["errors"]:
-            extra.append(f"errors: {s['errors']}")
+            extra.append(f"errors seen by the agents: {s['errors']}")
+        for name, found in (s.get("server_errors") or {}).items():
+            if found:
+                extra.append(f"exceptions in the {name} log: {found}")
         lines += ["", *[f"- {x}" for x in extra]]
     lines += ["", "## What was simulated and what was not", "", *result["simulated"], ""]
     return "\n".join(lines)

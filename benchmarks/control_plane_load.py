@@ -40,6 +40,7 @@ from _common import RESULTS, ROOT, bench_env, load_average, machine, stop_pids
 from _control_plane_stack import (
     MissingBinary,
     Stack,
+    log_errors,
     process_cpu_seconds,
     process_rss_mib,
     start_stack,
@@ -127,6 +128,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="the worker's Pending -> the flow-run process talks to the API",
     )
     ap.add_argument("--threshold-ms", type=float, default=500.0)
+    ap.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=None,
+        help="the API's and services' SQLAlchemy pool size (Prefect's default: 5)",
+    )
+    ap.add_argument(
+        "--db-max-overflow",
+        type=int,
+        default=None,
+        help="connections beyond the pool (Prefect's default: 10)",
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -259,6 +272,7 @@ def _run_step(stack: Stack, args: argparse.Namespace, ids: dict[str, str], step:
         hard_stop = stop_starting + tail + max(30.0, tail)
         window = (start + args.stagger_seconds, stop_starting)
         cpu0, busy0, load0 = _cpu(stack), _machine_busy_seconds(), load_average()
+        log_offsets = {n: (stack.root / f"{n}.log").stat().st_size for n in ("api", "services")}
         for g, proc in enumerate(procs):
             share = agents // generators + (1 if g < agents % generators else 0)
             cfg = {
@@ -302,6 +316,7 @@ def _run_step(stack: Stack, args: argparse.Namespace, ids: dict[str, str], step:
         stack, step, 4 * completed, 120.0 if not args.quick else 30.0
     )
     cpu1, busy1 = _cpu(stack), _machine_busy_seconds()
+    server_errors = {n: log_errors(stack.root / f"{n}.log", log_offsets[n])[0] for n in log_offsets}
     cpu = {k: round(cpu1[k] - cpu0[k], 1) for k in _COMPONENTS}
     cpu["generators"] = merged["generator_cpu_seconds"]
     ours = sum(cpu.values())
@@ -315,6 +330,7 @@ def _run_step(stack: Stack, args: argparse.Namespace, ids: dict[str, str], step:
         "steady_seconds": round(window[1] - window[0], 1),
         "counts": merged["counts"],
         "errors": merged["errors"],
+        "server_errors": server_errors,
         "statuses": statuses,
         "overall": overall,
         "per_request": per_label,
@@ -380,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     date = datetime.now(UTC)
     load_start = load_average()
     _say(began, "starting PostgreSQL, Redis, the API and the services ...")
-    stack = start_stack(bench_env(pyc=True))
+    stack = start_stack(bench_env(pyc=True), args.db_pool_size, args.db_max_overflow)
     work = Path(tempfile.mkdtemp(prefix="conductor-cp-gen-"))
     steps: list[dict[str, Any]] = []
     try:
