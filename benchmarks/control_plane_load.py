@@ -148,6 +148,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--note", default="")
+    ap.add_argument("--label", default="", help="appended to the results' file names")
     args = ap.parse_args(argv)
     if args.quick:
         args.agents, args.task_min_seconds, args.task_max_seconds = "4,8", 2.0, 4.0
@@ -324,6 +325,10 @@ def _run_step(stack: Stack, args: argparse.Namespace, ids: dict[str, str], step:
     per_task = {k: round(v / completed, 3) if completed else None for k, v in cpu.items()}
     server_total = sum(cpu[k] for k in _COMPONENTS)
     per_task["server_total"] = round(server_total / completed, 3) if completed else None
+    started = merged["counts"].get("tasks_started", 0)
+    per_task["server_total_per_started_task"] = (
+        round(server_total / started, 3) if started else None
+    )
     return {
         "agents": agents,
         "generators": generators,
@@ -351,7 +356,11 @@ def _run_step(stack: Stack, args: argparse.Namespace, ids: dict[str, str], step:
     }  # fmt: skip
 
 
-def _findings(steps: list[dict[str, Any]], cross: dict[str, Any], threshold: float) -> list[str]:
+def _findings(
+    steps: list[dict[str, Any]], cross: dict[str, Any], threshold: float, task_seconds: float
+) -> list[str]:
+    """The summary lines; ``task_seconds`` is a task's nominal life (submit to Completed on an
+    idle control plane), which sets how often an agent starts a new one."""
     out = []
     if cross["passed"]:
         between = (
@@ -384,7 +393,30 @@ def _findings(steps: list[dict[str, Any]], cross: dict[str, Any], threshold: flo
             + f"; {sum(v for k, v in s['statuses'].items() if k != '2xx')} non-2xx; "
             f"task runs recorded {s['recorder_drain_seconds']} s after the last task ended."
         )  # fmt: skip
+    healthy = [
+        s
+        for s in steps
+        if s["counts"].get("tasks_completed", 0)
+        >= 0.9 * max(1, s["counts"].get("tasks_started", 0))
+        and s["task_wall_seconds_median"]
+    ]
+    if healthy:
+        s = healthy[-1]
+        api, total = s["cpu_seconds_per_task"]["api"], s["cpu_seconds_per_task"]["server_total"]
+        out.append(
+            f"- Capacity model from the {s['agents']}-agent step (tasks completed; a task lives "
+            f"{task_seconds:g} s on an idle control plane): the API spends {api:g} CPU s per "
+            f"task, so one API process (one core at most) keeps up with about "
+            f"{task_seconds / api:.0f} concurrent agents, and 1000 agents need about "
+            f"{1000 * api / task_seconds:.1f} cores of API and {1000 * total / task_seconds:.1f} "
+            "cores of server in all (API, services, PostgreSQL, Redis)."
+        )
     return out
+
+
+def _nominal_task_seconds(args: argparse.Namespace) -> float:
+    mean_running = (args.task_min_seconds + args.task_max_seconds) / 2
+    return round(mean_running + args.dispatch_seconds + args.process_start_seconds, 1)
 
 
 def _say(began: float, message: str) -> None:
@@ -448,7 +480,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "note": args.note,
         "pids": pids,
         "threshold_crossing": cross,
-        "findings": _findings(steps, cross, args.threshold_ms),
+        "findings": _findings(steps, cross, args.threshold_ms, _nominal_task_seconds(args)),
         "simulated": SIMULATED,
         "steps": steps,
     }
@@ -471,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"control-plane-{result['date'][:10]}" + ("-quick" if args.quick else "")
+    stem += f"-{args.label}" if args.label else ""
     json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     md_path.write_text(_load_report.markdown(result))
