@@ -133,6 +133,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if result.get("note"):
         lines += ["", result["note"]]
+    if result.get("stopped_early"):
+        lines += ["", f"**The ramp did not finish**: {result['stopped_early']}."]
     lines += ["", "## Summary", "", *result["findings"], "", "## Steps", "",
               "| agents | tasks done / started | HTTP req/s | p50 ms | p95 ms | p99 ms | not 2xx "
               "| API CPU s/task | services | PostgreSQL | Redis | all server | generators "

@@ -216,7 +216,7 @@ async def _count(stack: Stack, step: int) -> tuple[int, int]:
         server=ServerSettings(api_url=stack.api_url, auth_string=SecretStr(stack.auth_string))
     )
     tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"bench-step:{step}"]))
-    async with conductor_client(settings) as client:
+    async with conductor_client(settings, check=False) as client:
         response = await client.request(
             "POST", "/task_runs/count", json={"flow_runs": tagged.model_dump(mode="json")}
         )
@@ -237,9 +237,13 @@ def _drain(
     began = time.monotonic()
     recorded = done = 0
     while time.monotonic() - began < timeout_seconds:
-        recorded, done = run_sync(_count(stack, step), timeout_seconds=60)
-        if recorded >= expected:
-            break
+        try:
+            recorded, done = run_sync(_count(stack, step), timeout_seconds=60)
+        except Exception as exc:  # an overloaded API: ask again until the timeout
+            print(f"  counting runs: {type(exc).__name__}: {exc}"[:200], file=sys.stderr)
+        else:
+            if recorded >= expected:
+                break
         time.sleep(0.5)
     return round(time.monotonic() - began, 1), recorded, done
 
@@ -423,44 +427,23 @@ def _say(began: float, message: str) -> None:
     print(f"[{time.monotonic() - began:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    began = time.monotonic()
-    date = datetime.now(UTC)
-    load_start = load_average()
-    _say(began, "starting PostgreSQL, Redis, the API and the services ...")
-    stack = start_stack(bench_env(pyc=True), args.db_pool_size, args.db_max_overflow)
-    work = Path(tempfile.mkdtemp(prefix="conductor-cp-gen-"))
-    steps: list[dict[str, Any]] = []
-    try:
-        _say(began, f"API {stack.api_url} (pids {stack.pids})")
-        ids = _register(stack, max(args.agent_steps))
-        for index, agents in enumerate(args.agent_steps, start=1):
-            _say(began, f"step {index}: {agents} agents ...")
-            step = _run_step(stack, args, ids, index, agents, work)
-            o = step["overall"]
-            _say(began, f"  p50 {o['p50_ms']} ms, p95 {o['p95_ms']} ms, p99 {o['p99_ms']} ms, "
-                  f"{o['per_second']} req/s, tasks {step['counts'].get('tasks_completed', 0)}/"
-                  f"{step['counts'].get('tasks_started', 0)}, server CPU/task "
-                  f"{step['cpu_seconds_per_task']['server_total']} s")  # fmt: skip
-            steps.append(step)
-        pids = dict(stack.pids)
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
-        try:
-            stack.stop()
-            shutil.rmtree(work, ignore_errors=True)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+def _document(
+    args: argparse.Namespace,
+    stack: Stack,
+    steps: list[dict[str, Any]],
+    context: dict[str, Any],
+    stopped: str | None,
+) -> dict[str, Any]:
     cross = _load_report.crossing(steps, args.threshold_ms)
     return {
-        "date": date.isoformat(timespec="seconds"),
-        "machine": machine(),
+        "date": context["date"],
+        "machine": context["machine"],
         "versions": stack.versions,
         "startup_seconds": stack.startup_seconds,
         "server_settings": stack.settings,
-        "load_average_start": load_start,
+        "load_average_start": context["load_start"],
         "load_average_end": load_average(),
-        "duration_minutes": round((time.monotonic() - began) / 60, 1),
+        "duration_minutes": round((time.monotonic() - context["began"]) / 60, 1),
         "parameters": {
             "agents": args.agent_steps,
             "generators": args.generators,
@@ -478,12 +461,67 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
         },
         "note": args.note,
-        "pids": pids,
+        "stopped_early": stopped,
+        "pids": dict(stack.pids),
         "threshold_crossing": cross,
         "findings": _findings(steps, cross, args.threshold_ms, _nominal_task_seconds(args)),
         "simulated": SIMULATED,
         "steps": steps,
     }
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any]) -> tuple[Path, Path]:
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"control-plane-{result['date'][:10]}" + ("-quick" if args.quick else "")
+    stem += f"-{args.label}" if args.label else ""
+    json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    md_path.write_text(_load_report.markdown(result))
+    return json_path, md_path
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every step; the results are written after each one, so a failure keeps the steps
+    before it (``stopped_early`` says what ended the ramp)."""
+    began = time.monotonic()
+    context = {
+        "began": began,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_start": load_average(),
+    }
+    _say(began, "starting PostgreSQL, Redis, the API and the services ...")
+    stack = start_stack(bench_env(pyc=True), args.db_pool_size, args.db_max_overflow)
+    work = Path(tempfile.mkdtemp(prefix="conductor-cp-gen-"))
+    steps: list[dict[str, Any]] = []
+    stopped: str | None = None
+    try:
+        _say(began, f"API {stack.api_url} (pids {stack.pids})")
+        ids = _register(stack, max(args.agent_steps))
+        for index, agents in enumerate(args.agent_steps, start=1):
+            _say(began, f"step {index}: {agents} agents ...")
+            try:
+                step = _run_step(stack, args, ids, index, agents, work)
+            except Exception as exc:
+                stopped = f"step {index} ({agents} agents): {type(exc).__name__}: {exc}"[:600]
+                _say(began, f"  stopped: {stopped}")
+                break
+            o = step["overall"]
+            _say(began, f"  p50 {o['p50_ms']} ms, p95 {o['p95_ms']} ms, p99 {o['p99_ms']} ms, "
+                  f"{o['per_second']} req/s, tasks {step['counts'].get('tasks_completed', 0)}/"
+                  f"{step['counts'].get('tasks_started', 0)}, server CPU/task "
+                  f"{step['cpu_seconds_per_task']['server_total']} s")  # fmt: skip
+            steps.append(step)
+            if index < len(args.agent_steps):
+                _write(args, _document(args, stack, steps, context, "still running"))
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        try:
+            stack.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return _document(args, stack, steps, context, stopped)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -501,13 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: everything started was stopped", file=sys.stderr)
         return 130
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"control-plane-{result['date'][:10]}" + ("-quick" if args.quick else "")
-    stem += f"-{args.label}" if args.label else ""
-    json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    md_path.write_text(_load_report.markdown(result))
+    json_path, md_path = _write(args, result)
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    if result["stopped_early"]:
+        print(f"error: the ramp stopped early: {result['stopped_early']}", file=sys.stderr)
+        return 1
     return 0
 
 
