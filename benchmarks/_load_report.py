@@ -135,7 +135,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", result["note"]]
     if result.get("stopped_early"):
         lines += ["", f"**The ramp did not finish**: {result['stopped_early']}."]
-    lines += ["", "## Summary", "", *result["findings"], "", "## Steps", "",
+    if result.get("analysis"):
+        lines += ["", "## Findings", "", *result["analysis"]]
+    lines += ["", "## Summary (computed)", "", *result["findings"], "", "## Steps", "",
               "| agents | tasks done / started | HTTP req/s | p50 ms | p95 ms | p99 ms | not 2xx "
               "| API CPU s/task | services | PostgreSQL | Redis | all server | generators "
               "| others' CPU s | recorder drain s |",
