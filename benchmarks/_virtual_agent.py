@@ -418,6 +418,9 @@ async def _slot(cfg: dict[str, Any], index: int, rec: Recorder, worker_events: P
         except Exception as exc:
             rec.counts["tasks_failed"] += 1
             rec.error("task", exc)
+            # Nobody resubmits a failed task at once: the slot waits a task's time, so an
+            # overloaded API is not also hammered by a retry storm of new submissions.
+            await asyncio.sleep(max(0.0, duration - (time.monotonic() - began)))
         else:
             rec.counts["tasks_completed"] += 1
             durations.append(round(time.monotonic() - began, 2))
