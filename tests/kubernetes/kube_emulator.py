@@ -148,6 +148,7 @@ class Kubelet:
         self.max_grace_seconds = max_grace_seconds
         self.pods: dict[tuple[str, str], PodRun] = {}
         self.jobs_seen: list[str] = []
+        self.job_manifests: dict[str, dict[str, Any]] = {}  # as created, by name
         self.started_at: dict[str, float] = {}  # job name -> loop time its container started
         self._oom_next = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -193,6 +194,7 @@ class Kubelet:
         meta, spec = job["metadata"], job["spec"]
         ns, name = meta["namespace"], meta["name"]
         self.jobs_seen.append(name)
+        self.job_manifests[name] = job
         await self._patch_job(ns, name, {"active": 1, "ready": 0, "startTime": _now()})
         deadline = spec.get("activeDeadlineSeconds")
         if deadline:
