@@ -19,6 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
+from claude_conductor.agents.kubernetes_placement import (
+    job_name,
+    load_job_template,
+    render_agent_job,
+)
+from claude_conductor.agents.placement import LaunchRequest
+from claude_conductor.settings import AgentSettings, ConductorSettings
+
 REPO = Path(__file__).resolve().parents[2]
 TREE = REPO / "deployments" / "kubernetes"
 RESTORE_JOB = TREE / "restore" / "restore-job.yaml"
@@ -108,4 +116,24 @@ def rendered(kubectl: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         out[name] = Rendered(name, text, [d for d in yaml.safe_load_all(text) if d])
     restore = RESTORE_JOB.read_text()
     out["restore"] = Rendered("restore", restore, [d for d in yaml.safe_load_all(restore) if d])
+    agent = _agent_job(tmp)
+    out["agent-job"] = Rendered("agent-job", yaml.safe_dump(agent), [agent])
     return out
+
+
+def _agent_job(tmp: Path) -> dict[str, Any]:
+    """The agent Job the ``kubernetes`` placement renders for a task (Job-per-task mode), with
+    the settings the job-per-task component gives the worker."""
+    settings = ConductorSettings(
+        home=tmp / "home",
+        agent=AgentSettings(
+            placement="kubernetes",
+            kubernetes={"namespace": "claude-conductor", "image": "claude-conductor:0.1.0"},
+        ),
+    )
+    request = LaunchRequest(
+        task_id="t-20261205-000000-abcdef", role="agent", argv=["claude", "--print"],
+        env={}, workspace=tmp, timeout_seconds=900,
+    )  # fmt: skip
+    kube = settings.agent.kubernetes
+    return render_agent_job(load_job_template(), kube, request, job_name(request.task_id, "agent"))

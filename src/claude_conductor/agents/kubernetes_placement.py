@@ -32,6 +32,7 @@ from claude_conductor.settings import ConductorSettings, KubernetesPlacementSett
 __all__ = [
     "FIXED_POD_FIELDS",
     "KubernetesPlacement",
+    "describe_agent_job",
     "helper_env",
     "job_name",
     "load_job_template",
@@ -130,6 +131,25 @@ def render_agent_job(
         "limits": {"cpu": kube.cpu_limit, "memory": kube.memory_limit},
     }
     return job
+
+
+def describe_agent_job(settings: ConductorSettings) -> str:
+    """Render one agent Job from the settings (InputError when the template is broken) and
+    say what agent pods will run: image, namespace, resources, deadline margin."""
+    kube = settings.agent.kubernetes
+    probe = LaunchRequest(
+        task_id="configure-check", role="agent", argv=["claude"], env={},
+        workspace=Path("/"), timeout_seconds=60,
+    )  # fmt: skip
+    job = render_agent_job(load_job_template(kube.template_path), kube, probe, "cc-check")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    limits = container["resources"]["limits"]
+    template = str(kube.template_path) if kube.template_path else "the packaged template"
+    return (
+        f"agent Jobs: {container['image']} in namespace {kube.namespace} from {template}, "
+        f"limits cpu {limits['cpu']} memory {limits['memory']}, deadline = timeout + "
+        f"{kube.deadline_margin_seconds}s, removed {kube.finished_job_ttl_seconds}s after"
+    )
 
 
 def helper_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
