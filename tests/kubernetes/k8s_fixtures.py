@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,3 +143,58 @@ def _agent_job(tmp: Path) -> dict[str, Any]:
     )  # fmt: skip
     kube = settings.agent.kubernetes
     return render_agent_job(load_job_template(), kube, request, job_name(request.task_id, "agent"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until ``url`` answers (any status), or fail after ``timeout`` seconds."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with opener.open(url, timeout=2):
+                return
+        except OSError:
+            assert proc is None or proc.poll() is None, f"the process serving {url} exited"
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout} s"
+            time.sleep(0.3)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM the process group we started, SIGKILL after ``grace``; reaped either way."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server (SQLite) for the Kubernetes tests that need an API."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CONDUCTOR_"))},
+        "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
+    }  # fmt: skip
+    with (home / "server.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+             "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/api"
+        try:
+            wait_http(f"{url}/health", 180, proc)
+            yield url
+        finally:
+            stop_group(proc)

@@ -5,12 +5,6 @@ anything is created."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,47 +19,9 @@ from claude_conductor.work_pools.deployments import TASK_DEPLOYMENT
 pytestmark = [pytest.mark.kubernetes, pytest.mark.integration]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-         "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with opener.open(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None, "prefect server exited"
-            assert time.monotonic() < deadline, "prefect server did not answer in 120 s"
-            time.sleep(0.3)
-    try:
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=15)
-        log.close()
+@pytest.fixture
+def api_url(prefect_api_url: str) -> str:
+    return prefect_api_url
 
 
 def test_jobs_mode_checks_the_agent_job_and_sets_up_the_pool(api_url: str, tmp_path: Path) -> None:
