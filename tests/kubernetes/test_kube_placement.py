@@ -6,14 +6,21 @@ binary talking to the scripted model."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from kube_emulator import Cluster, emulated_cluster
 
 from claude_conductor.agents.kubernetes_placement import KubernetesPlacement
+from claude_conductor.agents.placement import LaunchRequest
 from claude_conductor.agents.runtime import run_agent
 from claude_conductor.agents.shell import run_shell
 from claude_conductor.demo.script_steps import text, tool_use
@@ -113,3 +120,42 @@ async def test_a_command_runs_in_a_pod_and_failures_keep_their_output(
     bad = await run_shell("echo oops >&2; exit 3", repo, 60, env, placement=placement, task_id="t2")
     assert bad.exit_code == 3 and "oops" in bad.output_tail
     _gone(cluster)
+
+
+def test_the_job_goes_when_the_engine_dies(cluster: Cluster, tmp_path: Path) -> None:
+    """No orphans: the engine SIGKILLed (no cleanup hook runs) -> the attach helper sees its
+    parent gone, deletes the Job (and so the pod), and exits."""
+    repo = make_repo(tmp_path / "repo")
+    placement = KubernetesPlacement(_settings(tmp_path, cluster))
+    plan = placement.plan(
+        LaunchRequest(
+            task_id="orphan", role="shell", argv=["/bin/sh", "-c", "sleep 600"],
+            env={"PATH": "/usr/bin:/bin"}, workspace=repo, timeout_seconds=600,
+        )
+    )  # fmt: skip
+    engine = subprocess.Popen(
+        [sys.executable, "-c", ENGINE, json.dumps(plan.argv), json.dumps(plan.env), str(repo)],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert engine.stdout is not None
+    helper = int(engine.stdout.readline())
+    deadline = time.monotonic() + 60
+    while not cluster.live_processes():
+        assert time.monotonic() < deadline, "the agent pod never ran"
+        time.sleep(0.2)
+    os.killpg(engine.pid, signal.SIGKILL)
+    engine.wait(10)
+    _gone(cluster, timeout=30)
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(helper) and psutil.Process(helper).status() != "zombie":
+        assert time.monotonic() < deadline, "the attach helper outlived its engine"
+        time.sleep(0.2)
+
+
+ENGINE = """import json, subprocess, sys, time
+argv, env, cwd = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+helper = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+print(helper.pid, flush=True)
+time.sleep(600)
+"""
