@@ -57,6 +57,7 @@ _REQUEST_TIMEOUT_SECONDS = 30
 _SEND_CHUNK_BYTES = 256 * 1024
 _READY_TIMEOUT_SECONDS = 120.0
 _EXIT_SIGTERM = 128 + signal.SIGTERM
+_STATUS_WAIT_SECONDS = 15.0
 # Waiting reasons that no retry by the kubelet will fix.
 _FATAL_WAITING = frozenset({"InvalidImageName", "CreateContainerConfigError", "ErrImageNeverPull"})
 
@@ -359,9 +360,7 @@ class _Session:
             elif control.kind == "exit":
                 exit_code = control.code
         if exit_code is None or patch is None:
-            reason, code = _why(
-                await self._pod(api, pod), await _job(api, self.namespace, self.job_name)
-            )
+            reason, code = await self._ended(api, pod)
             raise PodEnded(f"the agent pod {pod} ended before the work finished: {reason}", code)
         workspace = Path(self.launch.workspace)
         changes = decode_patch(patch, self.launch.kube.max_workspace_bytes)
@@ -370,6 +369,18 @@ class _Session:
             out.write(line)
         out.flush()
         return exit_code
+
+    async def _ended(self, api: Any, pod: str) -> tuple[str, int]:
+        """Why the pod ended. Its log closes as the container exits; the kubelet reports the
+        container's end a moment later, so wait a little for that report."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STATUS_WAIT_SECONDS
+        while True:
+            found, job = await self._pod(api, pod), await _job(api, self.namespace, self.job_name)
+            reason, code = _why(found, job)
+            if found is None or "terminated" in reason or loop.time() > deadline:
+                return reason, code
+            await asyncio.sleep(0.25)
 
     async def _pod(self, api: Any, name: str) -> dict[str, Any] | None:
         pods = await _pods(api, self.namespace, self.job_name)
