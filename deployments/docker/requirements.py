@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import tomllib
 
-EXTRAS = ("docker", "dashboard")
+EXTRAS = ("docker", "dashboard", "kubernetes")
 
 
 def main(path: str) -> int:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -33,6 +33,7 @@ __all__ = [
     "AgentSettings",
     "ConductorSettings",
     "DashboardSettings",
+    "KubernetesPlacementSettings",
     "ServerSettings",
     "WorkerSettings",
     "config_path",
@@ -51,6 +52,89 @@ def default_home() -> Path:
 def config_path(home: Path | None = None) -> Path:
     """``<home>/config.yaml`` (read and written only through ``claude_conductor.config_file``)."""
     return config_file.config_path(home or default_home())
+
+
+_CPU_QUANTITY = r"^([1-9][0-9]{0,5}m|[1-9][0-9]?(\.[0-9]{1,3})?)$"
+_MEMORY_QUANTITY = r"^[1-9][0-9]{0,6}(Mi|Gi)$"
+
+
+class KubernetesPlacementSettings(BaseModel):
+    """Where and how the ``kubernetes`` placement runs an agent: one Job per task, made from
+    the hardened agent Job template (``agents/templates/kubernetes-job.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(
+        default="claude-conductor",
+        min_length=1,
+        max_length=63,
+        description="Namespace of the agent Jobs (the worker's Role must allow jobs there).",
+    )
+    image: str = Field(
+        default="claude-conductor:0.1.0",
+        min_length=1,
+        description="Image of the agent pod: Conductor's image, pinned (never :latest).",
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="Kubernetes API to use (e.g. a `kubectl proxy`); default: the in-cluster "
+        "service account of the worker pod, else the kubeconfig.",
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="A kubeconfig file (default: $KUBECONFIG or ~/.kube/config)."
+    )
+    context: str | None = Field(
+        default=None, description="The kubeconfig context (default: its current one)."
+    )
+    template_path: Path | None = Field(
+        default=None,
+        description="Your own agent Job template (JSON, same shape as the packaged one, e.g. "
+        "mounted from a ConfigMap); default the packaged, hardened one.",
+    )
+    cpu_request: str = Field(
+        pattern=_CPU_QUANTITY, default="500m", description="CPU reserved for one agent pod."
+    )
+    cpu_limit: str = Field(
+        pattern=_CPU_QUANTITY, default="2", description="Most CPU one agent pod may use."
+    )
+    memory_request: str = Field(
+        pattern=_MEMORY_QUANTITY, default="512Mi", description="Memory reserved for one agent pod."
+    )
+    memory_limit: str = Field(
+        pattern=_MEMORY_QUANTITY, default="2Gi", description="Most memory one agent pod may use."
+    )
+    deadline_margin_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="activeDeadlineSeconds = the task's timeout plus this (pod start, image "
+        "pull, moving the workspace): Kubernetes ends the Job even if the engine is gone.",
+    )
+    finished_job_ttl_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=604800,
+        description="ttlSecondsAfterFinished: Kubernetes deletes a finished Job after this "
+        "long, even if the engine never did (results live in Prefect).",
+    )
+    start_timeout_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="How long the agent pod may take to start running (scheduling, image "
+        "pull) before the task fails with the pod's reason.",
+    )
+    max_workspace_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest workspace snapshot streamed into an agent pod.",
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, image: str) -> str:
+        if image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1]:
+            raise ValueError("give a pinned tag such as claude-conductor:0.1.0, never :latest")
+        return image
 
 
 class AgentSettings(BaseModel):
@@ -96,6 +180,10 @@ class AgentSettings(BaseModel):
         description="Hosts the agent's sandboxed commands may reach (e.g. `pypi.org`, "
         "`*.github.com`); none by default. The model endpoint needs no entry: the CLI itself "
         "reaches it, outside the sandbox.",
+    )
+    kubernetes: KubernetesPlacementSettings = Field(
+        default_factory=KubernetesPlacementSettings,
+        description="The `kubernetes` placement: namespace, image, resources, template.",
     )
 
 

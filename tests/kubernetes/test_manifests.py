@@ -17,7 +17,7 @@ from k8s_fixtures import REPO, Rendered
 
 pytestmark = pytest.mark.kubernetes
 
-VARIANTS = ["dev", "prod", "prod-jobs", "dev-hpa", "restore"]
+VARIANTS = ["dev", "prod", "prod-jobs", "dev-hpa", "restore", "agent-job"]
 K8S_VERSIONS = ["1.30.0", "1.32.0", "1.34.0"]
 # Custom resources no built-in schema knows; their shape is checked by hand below.
 CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
@@ -115,31 +115,69 @@ def test_every_overlay_has_its_parts(rendered: dict[str, Rendered]) -> None:
     assert (ref["name"], ref["key"]) == ("conductor-postgres", "host")
 
 
+def _config(r: Rendered) -> dict[str, str]:
+    config = next(
+        c for c in r.of_kind("ConfigMap") if c["metadata"]["name"].startswith("conductor-config")
+    )
+    data: dict[str, str] = config["data"]
+    return data
+
+
 def test_agent_modes(rendered: dict[str, Rendered]) -> None:
-    """The warm pool (default) and the Job-per-task component exclude each other."""
+    """The warm pool (default) and the Job-per-task component exclude each other; both run
+    Conductor's worker, whose type is one line of conductor-config."""
     warm, jobs = rendered["prod"], rendered["prod-jobs"]
+    for r in (warm, jobs):
+        assert _config(r)["CONDUCTOR_WORKER_TYPE"] == "conductor"
     pool = warm.get("Deployment", "agent-pool")["spec"]["template"]["spec"]["containers"][0]
-    assert pool["args"][:5] == ["prefect", "worker", "start", "--type", "conductor"]
+    assert pool["args"][:5] == ["prefect", "worker", "start", "--type", "$(CONDUCTOR_WORKER_TYPE)"]
+    assert _config(warm)["CONDUCTOR_AGENT__PLACEMENT"] == "process"
     scaled = warm.get("ScaledObject", "agent-pool")
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "prometheus"
     assert trigger["metadata"]["query"] == 'sum(conductor_queue_depth{pool="agents"})'
     assert scaled["spec"]["scaleTargetRef"]["name"] == "agent-pool"
     assert not [d for d in jobs.docs if d["metadata"]["name"] == "agent-pool"]
+    # Job per task: the engines run in job-worker; the placement makes a Job per agent.
+    assert _config(jobs)["CONDUCTOR_AGENT__PLACEMENT"] == "kubernetes"
     worker = jobs.get("Deployment", "job-worker")["spec"]["template"]["spec"]
-    args = worker["containers"][0]["args"]
-    assert args[:5] == ["prefect", "worker", "start", "--type", "kubernetes"]
-    env = {e["name"]: e.get("value") for e in worker["containers"][0]["env"]}
-    assert env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME"]
-    assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == "$(POD_NAMESPACE)"
-    config = next(
-        c for c in jobs.of_kind("ConfigMap") if c["metadata"]["name"].startswith("conductor-config")
-    )
-    assert config["data"]["CONDUCTOR_K8S_AGENT_MODE"] == "jobs"
+    (container,) = worker["containers"]
+    assert container["args"][:5] == [
+        "prefect", "worker", "start", "--type", "$(CONDUCTOR_WORKER_TYPE)"
+    ]  # fmt: skip
+    env = {e["name"]: e for e in container["env"]}
+    # The agent pods run the image the overlay resolved for Conductor, in this namespace.
+    assert env["CONDUCTOR_AGENT__KUBERNETES__IMAGE"]["value"] == container["image"]
+    assert env["CONDUCTOR_AGENT__KUBERNETES__NAMESPACE"]["value"] == "$(POD_NAMESPACE)"
+    assert not [name for name in env if name.startswith("PREFECT_INTEGRATIONS_KUBERNETES")]
+    assert env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "conductor-anthropic"
+    worker_labels = jobs.get("Deployment", "job-worker")["spec"]["template"]["metadata"]["labels"]
+    assert worker_labels["conductor.io/api-client"] == "true"
+    assert "conductor.io/agent" not in worker_labels  # the engine never talks to the model
     hpa = rendered["dev-hpa"]
     assert not hpa.of_kind("ScaledObject")
     metric = hpa.get("HorizontalPodAutoscaler", "agent-pool")["spec"]["metrics"][0]
     assert metric["external"]["metric"]["name"] == "conductor_queue_depth"
+
+
+def test_the_agent_job_meets_the_policies(rendered: dict[str, Rendered]) -> None:
+    """The Job the placement renders is selected by agent-egress (model endpoint and DNS
+    only) and by nothing that opens the Prefect API, and its service account has no token."""
+    (job,) = rendered["agent-job"].docs
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    r = rendered["prod-jobs"]
+    selecting = [
+        np["metadata"]["name"]
+        for np in r.of_kind("NetworkPolicy")
+        if all(
+            labels.get(k) == v for k, v in np["spec"]["podSelector"].get("matchLabels", {}).items()
+        )
+        and not np["spec"]["podSelector"].get("matchExpressions")
+        and "Egress" in np["spec"].get("policyTypes", [])
+    ]
+    assert sorted(selecting) == ["agent-egress", "allow-dns", "default-deny-all"]
+    account = r.get("ServiceAccount", job["spec"]["template"]["spec"]["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
 
 
 def test_every_container_is_hardened(rendered: dict[str, Rendered]) -> None:
@@ -219,7 +257,9 @@ def test_rbac_is_namespaced_and_narrow(rendered: dict[str, Rendered]) -> None:
         for role in r.of_kind("Role"):
             for rule in role["rules"]:
                 assert "*" not in rule["verbs"] and "*" not in rule["resources"], variant
-                assert set(rule["resources"]) <= {"jobs", "pods", "pods/log", "events"}
+                assert set(rule["resources"]) <= {
+                    "jobs", "pods", "pods/log", "pods/attach", "events"
+                }  # fmt: skip
 
 
 def test_secrets_are_referenced_never_committed(rendered: dict[str, Rendered]) -> None:
@@ -229,7 +269,9 @@ def test_secrets_are_referenced_never_committed(rendered: dict[str, Rendered]) -
         for secret in r.of_kind("Secret"):
             assert not secret.get("data") and not secret.get("stringData"), variant
         refs = re.findall(r"secretKeyRef:\s*\n\s*key: (\S+)\s*\n\s*name: (\S+)", r.text)
-        assert refs or variant == "restore", variant
+        if variant == "agent-job":
+            assert not refs, "the agent pod holds no credential, not even by reference"
+        assert refs or variant in ("restore", "agent-job"), variant
         for key, name in refs:
             assert key in SECRETS.get(name, set()), f"{variant}: secret {name}/{key} not documented"
             assert name in readme and f"`{key}`" in readme, f"README must list {name} / {key}"

@@ -173,8 +173,9 @@ class KubernetesTier:
             f"Kubernetes tier: agent slots are the {settings.worker.pool!r} pool's limit "
             "(conductor agents scale N). Warm pool: KEDA adds an agent pod per "
             "CONDUCTOR_AGENTS_PER_POD queued tasks (ScaledObject agent-pool, max 16 pods; "
-            "raise maxReplicaCount for more). Job per task: each task is a Job, so the "
-            "cluster's capacity and the namespace's LimitRange bound it. The API scales on "
+            "raise maxReplicaCount for more). Job per task: engines run in the job-worker pods "
+            "(CONDUCTOR_AGENTS_PER_POD each; scale the Deployment) and each agent is a Job, so "
+            "the cluster's capacity and the namespace's LimitRange bound it. The API scales on "
             "CPU (HPA prefect-api); past one API replica use the prod overlay (PostgreSQL "
             "and Redis are already shared)."
         )
