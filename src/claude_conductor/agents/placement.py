@@ -7,6 +7,7 @@ the *placement* puts it (``agent.placement``; see docs/architecture.md):
 
 - ``process``: a child process of the engine on the same machine (standalone tier, Kubernetes
   warm pool), confined by the CLI's permission rules and sandbox and a scrubbed environment;
+  commands and verify in bubblewrap (``agents/bubblewrap.py``) when ``agent.sandbox`` is on;
 - ``docker``: a sibling container per task (docker tier);
 - ``kubernetes``: a pod per task (Kubernetes Job-per-task mode).
 
