@@ -168,18 +168,22 @@ class AgentSettings(BaseModel):
     sandbox: bool | None = Field(
         default=None,
         description="Run the agent's Bash commands in the claude CLI's sandbox (bubblewrap on "
-        "Linux: `apt-get install bubblewrap socat`): they may write only the task's worktree "
-        "and temp folder, cannot read Conductor's control files and reach no network. Unset: "
+        "Linux: `apt-get install bubblewrap socat`), and a task's own commands (`kind: "
+        "command`, verify) in Conductor's bubblewrap sandbox: they may write only the task's "
+        "worktree and temp folder, cannot read Conductor's control files and reach no "
+        "network (commands: none at all). Unset: "
         "on where agents run as processes of this machine (the standalone tier), off inside "
         "the docker tier's agent containers, whose own filesystem and network are the "
-        "boundary. Off (CONDUCTOR_AGENT__SANDBOX=false): Bash can do whatever your user can; "
+        "boundary. Off (CONDUCTOR_AGENT__SANDBOX=false): Bash, commands and verify can do "
+        "whatever your user can; "
         "the file tools stay confined to the worktree either way.",
     )
     sandbox_allowed_domains: list[str] = Field(
         default_factory=list,
-        description="Hosts the agent's sandboxed commands may reach (e.g. `pypi.org`, "
+        description="Hosts the agent's sandboxed Bash commands may reach (e.g. `pypi.org`, "
         "`*.github.com`); none by default. The model endpoint needs no entry: the CLI itself "
-        "reaches it, outside the sandbox.",
+        "reaches it, outside the sandbox. A task's own commands (`kind: command`, verify) "
+        "get no network either way.",
     )
     kubernetes: KubernetesPlacementSettings = Field(
         default_factory=KubernetesPlacementSettings,

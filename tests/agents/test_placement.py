@@ -19,8 +19,8 @@ from claude_conductor.errors import AgentError
 from claude_conductor.settings import ConductorSettings
 
 
-def test_process_placement_runs_what_was_asked(tmp_path: Path) -> None:
-    request = LaunchRequest("t1", "shell", ["/bin/true"], {"PATH": "/bin"}, tmp_path, 5)
+def test_process_placement_runs_the_agent_as_asked(tmp_path: Path) -> None:
+    request = LaunchRequest("t1", "agent", ["/bin/true"], {"PATH": "/bin"}, tmp_path, 5)
     plan = get_placement(ConductorSettings(home=tmp_path)).plan(request)
     assert isinstance(get_placement(ConductorSettings(home=tmp_path)), ProcessPlacement)
     assert (plan.argv, plan.env, plan.cwd) == (["/bin/true"], {"PATH": "/bin"}, tmp_path)

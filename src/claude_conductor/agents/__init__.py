@@ -9,6 +9,7 @@ limits, and runs plain shell commands (verify steps, ``kind: command`` tasks).
 | ``status``   | result line + how it ended -> ``TaskStatus`` and a reason (pure) |
 | ``process``  | own process group, stop the whole group for sure                 |
 | ``shell``    | ``run_shell``: ``/bin/sh -c`` with a timeout and an output tail  |
+| ``placement``| where the work runs; ``confinement``/``bubblewrap`` its boundary |
 | ``runtime``  | ``run_agent``: one agent run, start to finish                    |
 """
 

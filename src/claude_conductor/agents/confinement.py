@@ -22,6 +22,10 @@ standalone tier, the Kubernetes warm pool). The ``claude`` CLI enforces it, from
 
 ``scrub_agent_files`` then removes what the CLI left that could hold a secret (the agent runs
 with ``--no-session-persistence``: Conductor never resumes a session) and redacts the rest.
+
+The same boundary holds a task's own commands (``kind: command``, ``verify``), which the process
+placement runs in bubblewrap itself (``agents/bubblewrap.py``): writes to the worktree and the
+temp folder only, the protected paths and other tasks' folders hidden, no network.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from claude_conductor.settings import ConductorSettings
 __all__ = [
     "EDITING_TOOLS",
     "SANDBOX_TOOLS",
+    "SHELL_SANDBOX_TOOLS",
     "Confinement",
     "check_sandbox_available",
     "cli_settings",
@@ -62,6 +67,9 @@ EDITING_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 """Tools that change files; a bare allow of one becomes an ``Edit`` rule per writable folder."""
 SANDBOX_TOOLS = ("bwrap", "socat")
 """What the CLI's Linux sandbox needs on PATH (Debian packages ``bubblewrap`` and ``socat``)."""
+SHELL_SANDBOX_TOOLS = ("bwrap",)
+"""What the sandbox of a task's own commands needs on PATH (they get no network: no relay)."""
+_PACKAGES = {"bwrap": "bubblewrap", "socat": "socat"}
 
 _TEMP_PREFIX = "ccd-"
 _SESSION_FOLDERS = ("projects", "file-history", "shell-snapshots", "todos")
@@ -80,6 +88,11 @@ class Confinement(BaseModel):
     )
     protected_paths: tuple[Path, ...] = Field(
         default=(), description="Control files and folders the agent may not read."
+    )
+    other_tasks: tuple[Path, ...] = Field(
+        default=(),
+        description="Folders holding every task's worktree and agent folder: hidden from a "
+        "task's sandboxed commands, except its own worktree.",
     )
     sandbox: bool = Field(default=True, description="Bash runs in the CLI's sandbox.")
     allowed_domains: tuple[str, ...] = Field(
@@ -100,9 +113,25 @@ def new_temp_dir() -> Path:
     return base / f"{_TEMP_PREFIX}{secrets.token_hex(4)}"
 
 
-def confinement_for(workspace: Path, temp_dir: Path, settings: ConductorSettings) -> Confinement:
+def _prefect_homes(environ: Mapping[str, str]) -> tuple[Path, ...]:
+    """The engine user's own Prefect home (``~/.prefect``, or ``PREFECT_HOME``): its database."""
+    homes = []
+    if environ.get("PREFECT_HOME"):
+        homes.append(Path(environ["PREFECT_HOME"]).expanduser())
+    if environ.get("HOME"):
+        homes.append(Path(environ["HOME"]) / ".prefect")
+    return tuple(path.resolve() for path in homes if path.is_absolute())
+
+
+def confinement_for(
+    workspace: Path,
+    temp_dir: Path,
+    settings: ConductorSettings,
+    engine_env: Mapping[str, str] | None = None,
+) -> Confinement:
     """The boundary for an agent working in ``workspace`` with its own ``temp_dir`` (see
-    ``new_temp_dir``), under ``settings`` (the home's control files are protected)."""
+    ``new_temp_dir``), under ``settings`` (the home's control files are protected) and
+    ``engine_env`` (default: this process's environment; its Prefect home is protected)."""
     home = settings.home.resolve()
     protected = (
         home / "config.yaml",
@@ -110,11 +139,13 @@ def confinement_for(workspace: Path, temp_dir: Path, settings: ConductorSettings
         home / "run",
         home / "logs",
         home / "results",
+        *_prefect_homes(os.environ if engine_env is None else engine_env),
     )
     return Confinement(
         workspace=workspace.resolve(),
         temp_dir=temp_dir,
-        protected_paths=protected,
+        protected_paths=tuple(dict.fromkeys(protected)),
+        other_tasks=(settings.workspaces_dir.resolve(), settings.agents_dir.resolve()),
         sandbox=settings.agent_sandbox,
         allowed_domains=tuple(settings.agent.sandbox_allowed_domains),
     )
@@ -180,23 +211,31 @@ def may_run_bash(permission_mode: str, allowed: Sequence[str], disallowed: Seque
     )
 
 
-def sandbox_tools_missing(path: str | None = None) -> list[str]:
-    """The sandbox's tools (``SANDBOX_TOOLS``) not found on ``path`` (default: PATH)."""
+def sandbox_tools_missing(
+    path: str | None = None, tools: Sequence[str] = SANDBOX_TOOLS
+) -> list[str]:
+    """The sandbox's ``tools`` not found on ``path`` (default: PATH)."""
     if not sys.platform.startswith("linux"):
         return []  # macOS uses its built-in Seatbelt
-    return [tool for tool in SANDBOX_TOOLS if shutil.which(tool, path=path) is None]
+    return [tool for tool in tools if shutil.which(tool, path=path) is None]
 
 
-def check_sandbox_available(conf: Confinement, env: Mapping[str, str]) -> None:
-    """Raise ``AgentError`` naming the fix when the sandbox is on but cannot run here."""
+def check_sandbox_available(
+    conf: Confinement, env: Mapping[str, str], tools: Sequence[str] = SANDBOX_TOOLS
+) -> None:
+    """Raise ``AgentError`` naming the fix when the sandbox is on but ``tools`` (default: the
+    agent's, ``SANDBOX_TOOLS``; a task's commands need ``SHELL_SANDBOX_TOOLS``) are not on
+    ``env``'s PATH."""
     if not conf.sandbox:
         return
-    missing = sandbox_tools_missing(env.get("PATH"))
+    missing = sandbox_tools_missing(env.get("PATH"), tools)
     if missing:
+        packages = " ".join(_PACKAGES.get(tool, tool) for tool in missing)
         raise AgentError(
             f"agent.sandbox is on but {' and '.join(missing)} is not on the agent's PATH: "
-            "install them (`apt-get install bubblewrap socat`), or set "
-            "CONDUCTOR_AGENT__SANDBOX=false to let agents' Bash commands run unconfined"
+            f"install {'it' if len(missing) == 1 else 'them'} (`apt-get install {packages}`), "
+            "or set CONDUCTOR_AGENT__SANDBOX=false to let agents' commands (Bash, "
+            "`kind: command`, verify) run unconfined"
         )
 
 

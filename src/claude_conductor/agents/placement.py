@@ -7,6 +7,7 @@ the *placement* puts it (``agent.placement``; see docs/architecture.md):
 
 - ``process``: a child process of the engine on the same machine (standalone tier, Kubernetes
   warm pool), confined by the CLI's permission rules and sandbox and a scrubbed environment;
+  commands and verify in bubblewrap (``agents/bubblewrap.py``) when ``agent.sandbox`` is on;
 - ``docker``: a sibling container per task (docker tier);
 - ``kubernetes``: a pod per task (Kubernetes Job-per-task mode).
 
@@ -22,12 +23,22 @@ status decisions are the same on every tier.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, cast
 
+from claude_conductor.agents.bubblewrap import bubblewrap_argv, git_dirs, paths_to_hide
+from claude_conductor.agents.confinement import (
+    SHELL_SANDBOX_TOOLS,
+    check_sandbox_available,
+    confinement_for,
+    new_temp_dir,
+    remove_temp_dir,
+)
 from claude_conductor.errors import AgentError
 from claude_conductor.settings import ConductorSettings
 
@@ -82,7 +93,9 @@ class Placement(Protocol):
 
 
 class ProcessPlacement:
-    """The work runs as a child process of the engine, as asked."""
+    """The work runs as a child process of the engine. The agent runs as asked (the ``claude``
+    CLI confines itself: ``agents/confinement.py``); shell work runs in bubblewrap when
+    ``agent.sandbox`` is on (``agents/bubblewrap.py``), with its own temp folder."""
 
     name = "process"
 
@@ -90,7 +103,36 @@ class ProcessPlacement:
         self.settings = settings
 
     def plan(self, request: LaunchRequest) -> LaunchPlan:
-        return LaunchPlan(argv=list(request.argv), env=dict(request.env), cwd=request.workspace)
+        if request.role != "shell" or not self.settings.agent_sandbox:
+            return LaunchPlan(argv=list(request.argv), env=dict(request.env), cwd=request.workspace)
+        return self._sandboxed_shell(request)
+
+    def _sandboxed_shell(self, request: LaunchRequest) -> LaunchPlan:
+        if not request.workspace.is_dir():
+            raise AgentError(f"the workspace {str(request.workspace)!r} is not a directory")
+        conf = confinement_for(request.workspace, new_temp_dir(), self.settings)
+        check_sandbox_available(conf, request.env, SHELL_SANDBOX_TOOLS)
+        bwrap = shutil.which("bwrap", path=request.env.get("PATH"))
+        if bwrap is None:  # not Linux: the agent's Bash has the OS's own sandbox, commands not
+            raise AgentError(
+                "agent.sandbox is on but a task's commands (`kind: command`, verify) can be "
+                "sandboxed only on Linux, with bubblewrap; set CONDUCTOR_AGENT__SANDBOX=false "
+                "to run them unconfined"
+            )
+        argv = bubblewrap_argv(
+            bwrap,
+            conf,
+            request.argv,
+            existing=paths_to_hide(conf),
+            git_metadata=git_dirs(conf.workspace),
+        )
+        conf.temp_dir.mkdir(mode=0o700)
+
+        async def cleanup() -> None:
+            await asyncio.to_thread(remove_temp_dir, conf)
+
+        env = {**request.env, "TMPDIR": str(conf.temp_dir)}
+        return LaunchPlan(argv=argv, env=env, cwd=conf.workspace, cleanup=cleanup)
 
 
 _IMPLEMENTATIONS: dict[str, str] = {

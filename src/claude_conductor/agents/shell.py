@@ -2,7 +2,10 @@
 
 The user writes a shell command line on purpose, so it runs as ``/bin/sh -c COMMAND``; in
 its own process group, with combined stdout/stderr captured as a bounded tail, and the whole
-group killed on timeout or cancellation.
+group killed on timeout or cancellation. The command runs the repository's code, so it is
+untrusted: where it runs is the task's placement (on the process placement, with
+``agent.sandbox`` on, in bubblewrap: ``agents/bubblewrap.py``), and its descendants carry the
+run's mark, so they are stopped too, sandboxed or not.
 """
 
 from __future__ import annotations
@@ -75,8 +78,10 @@ async def run_shell(
 ) -> VerifyResult:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd``; never raises for the command failing.
 
-    ``placement`` decides where it runs (default: a child process here); ``env`` is used as
-    given, so callers pass a scrubbed one (``agents.argv.build_shell_env``) for untrusted work.
+    ``placement`` decides where it runs (default: a plain child process here, unconfined);
+    ``env`` is used as given, so callers pass a scrubbed one (``agents.argv.build_shell_env``)
+    for untrusted work. Raises ``AgentError`` when the placement cannot run it (the sandbox's
+    tools missing, say).
 
     Returns its exit code (None when it was stopped), a redacted tail of its combined output,
     its duration, and whether the timeout stopped it. On cancellation the process group is

@@ -50,8 +50,9 @@ def demo(
         _common.err_console.print(f"[bold yellow]{OFFLINE_BANNER}[/]", highlight=False)
     if missing and not as_json:
         _common.err_console.print(
-            f"{' and '.join(missing)} not installed: the demo's agent gets no shell (its Bash "
-            "would need the sandbox). For real work: apt-get install bubblewrap socat.",
+            f"{' and '.join(missing)} not installed: the demo's agent gets no shell and its "
+            "change is not verified (both need the sandbox).\n"
+            "For real work: apt-get install bubblewrap socat.",
             highlight=False,
         )
     if local:

@@ -46,7 +46,7 @@ def make_demo_repo(target: Path) -> Path:
 
 def demo_task(repo: Path, *, offline: bool, bash: bool = True) -> TaskSpec:
     """The demo task; ``bash=False`` (no sandbox tools on this machine) keeps its agent to
-    the file tools, which need no sandbox."""
+    the file tools, which need no sandbox, and drops the verify command, which would."""
     prompt = DEMO_PROMPT + (" [script:demo]" if offline else "")
     return TaskSpec(
         disallowed_tools=[] if bash else ["Bash"],
@@ -58,7 +58,7 @@ def demo_task(repo: Path, *, offline: bool, bash: bool = True) -> TaskSpec:
         timeout_seconds=300,
         max_turns=10,
         max_budget_usd=1.0,
-        verify="python3 main.py",
+        verify="python3 main.py" if bash else None,
     )
 
 
