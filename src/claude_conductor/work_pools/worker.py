@@ -210,8 +210,11 @@ class ConductorWorker(ProcessWorker):
         make_undumpable()  # the worker holds the API credential; its agents run as this user
         await BaseWorker.__aenter__(self)  # not ProcessWorker's: no ad hoc Runner
         stack = self._exit_stack
-        preload = (*forking.DEFAULT_PRELOAD, *load_settings().worker.preload)
-        self._forkserver = await stack.enter_async_context(forking.shared_forkserver(preload))
+        settings = load_settings()
+        preload = (*forking.DEFAULT_PRELOAD, *settings.worker.preload)
+        self._forkserver = await stack.enter_async_context(
+            forking.shared_forkserver(preload, forking.run_records_dir(settings))
+        )
         self._executor_ctx = await stack.enter_async_context(FlowRunExecutorContext())
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._wake_on_events)

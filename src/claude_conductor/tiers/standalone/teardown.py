@@ -1,11 +1,16 @@
 """Stopping a standalone stack so that nothing is left running: flow runs and their agents
-first (so they report that `conductor down` stopped them, and clean up), then the workers, the other daemons, the server,
-and last anything that still carries the stack's marker variable."""
+first (so they report that `conductor down` stopped them, and clean up), then the workers, the
+other daemons, the server, and last anything that still carries the stack's marker variable.
+
+Flow runs are found two ways: the engines the worker's forkserver recorded
+(``work_pools.forking.run_records_dir``) with everything they started (the process tree), and
+the processes whose environment carries the stack's marker. The first is what finds forked
+engines when ``down`` does not run as root: they are non-dumpable (they hold the API
+credential), so their environment cannot be read, not even by their own user."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -23,6 +28,7 @@ from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
 from claude_conductor.tiers.standalone import launch
 from claude_conductor.tiers.status import DaemonStatus
+from claude_conductor.work_pools.forking import run_records_dir
 from claude_conductor.work_pools.pools import busy_filter
 
 __all__ = [
@@ -82,21 +88,37 @@ async def _mark_crashed(settings: ConductorSettings) -> None:
 
 
 def flow_run_processes(settings: ConductorSettings) -> list[tuple[int, int | None]]:
-    """Processes of this stack outside the daemons' own process groups: flow runs, agents."""
+    """Flow-run processes of this stack outside the daemons' own process groups: the engines
+    the forkserver recorded and the processes found by the stack's marker."""
     daemon_groups = {
         d.pid
         for name in processes.pid_file_names(settings)
         if (d := processes.read_daemon(settings, name)) is not None
     }
+    engines = [r.pid for r in processes.recorded_processes(run_records_dir(settings))]
+    marked = processes.find_processes_with_env(launch.STACK_MARKER, str(settings.home))
     found: list[tuple[int, int | None]] = []
-    for pid in processes.find_processes_with_env(launch.STACK_MARKER, str(settings.home)):
-        try:
-            if os.getpgid(pid) in daemon_groups:
-                continue
-        except ProcessLookupError:
+    for pid in sorted({*engines, *marked}):
+        if processes.process_group(pid) in (None, *daemon_groups):
             continue
         found.append((pid, processes.process_start_ticks(pid)))
     return found
+
+
+def _stop_flow_runs(settings: ConductorSettings, grace_seconds: float) -> list[int]:
+    """SIGTERM the flow runs (each stops its agents and reports), KILL after the grace
+    period; then stop whatever they started that outlived them. Returns the runs' PIDs."""
+    runs = flow_run_processes(settings)
+    started = [
+        (pid, processes.process_start_ticks(pid))
+        for run, _ in runs
+        for pid in processes.descendants(run)
+    ]
+    stopped = processes.terminate_processes(runs, grace_seconds)
+    left = processes.terminate_processes(started, min(grace_seconds, 5.0))
+    if left:
+        logger.warning("stopped %d processes the flow runs left behind: %s", len(left), left)
+    return stopped
 
 
 def crash_interrupted_runs(settings: ConductorSettings) -> int:
@@ -131,7 +153,7 @@ def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list
     # The runs stopped now end Cancelled saying `conductor down` stopped them (not the user).
     stopping.mark_stopping(settings)
     try:
-        for pid in processes.terminate_processes(flow_run_processes(settings), grace_seconds):
+        for pid in _stop_flow_runs(settings, grace_seconds):
             stopped.append(DaemonStatus(name="flow-run", pid=pid, running=False))
     finally:
         stopping.clear_stopping(settings)
