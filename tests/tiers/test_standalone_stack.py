@@ -7,7 +7,6 @@ again, so keep it last.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -127,7 +126,7 @@ def test_second_up_starts_nothing_new(conductor_stack: Stack) -> None:
     assert time.monotonic() - began < 15
     assert info.started == []
     assert not any(step.startswith("starting") for step in steps), steps
-    assert "registering the deployments" in steps
+    assert any("registering the deployments" in step for step in steps), steps
     assert set(info.already_running) == set(before)
     assert info.pids == before
 
@@ -364,12 +363,13 @@ def test_a_run_cut_off_by_a_hard_stop_is_crashed_at_the_next_up(tmp_path: Path) 
 
         run_id = asyncio.run(start())
         victims = _stack_processes(settings.home)
-        assert len(victims) >= 4  # server, two workers, the flow run
+        assert len(victims) >= 4  # server, worker, forkserver, the flow run
         for pid in victims:  # all of them at once, no chance to report
             os.kill(pid, signal.SIGKILL)
-        for pid in victims:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        deadline = time.monotonic() + 30  # SIGKILL is delivered, not instantaneous
+        while any(processes.pid_alive(pid) for pid in victims):
+            assert time.monotonic() < deadline, [p for p in victims if processes.pid_alive(p)]
+            time.sleep(0.1)
         assert not standalone.status(settings).healthy
 
         standalone.up(settings, base_env=env, timeout_seconds=180)

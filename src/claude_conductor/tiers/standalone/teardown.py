@@ -10,8 +10,10 @@ credential), so their environment cannot be read, not even by their own user."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
@@ -38,6 +40,7 @@ __all__ = [
     "crash_leftover_runs",
     "flow_run_processes",
     "stop_stack",
+    "take_clean_stop",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,8 +165,7 @@ def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list
     others = [n for n in names if n not in workers and n != launch.SERVER]
     for name in workers:
         _stop(settings, name, grace_seconds, stopped)
-    if api_up:
-        _best_effort("mark interrupted runs Crashed", _mark_crashed(settings))
+    clean = api_up and _best_effort("mark interrupted runs Crashed", _mark_crashed(settings))
     for name in others:
         _stop(settings, name, grace_seconds, stopped)
     _stop(settings, launch.SERVER, grace_seconds, stopped)
@@ -171,15 +173,60 @@ def stop_stack(settings: ConductorSettings, grace_seconds: float = 10.0) -> list
     stray_targets = [(pid, processes.process_start_ticks(pid)) for pid in strays]
     for pid in processes.terminate_processes(stray_targets, grace_seconds):
         stopped.append(DaemonStatus(name="stray", pid=pid, running=False))
+    if clean and not processes.is_running(settings, launch.SERVER):
+        _mark_clean_stop(settings)
     return stopped
 
 
-def _best_effort(what: str, coro: Coroutine[Any, Any, None]) -> None:
+def _best_effort(what: str, coro: Coroutine[Any, Any, None]) -> bool:
     """Run an API step of ``down``; a failure is logged, never stops the teardown."""
     try:
         run_sync(coro)
     except Exception as exc:
         logger.warning("could not %s: %s", what, exc)
+        return False
+    return True
+
+
+# -- a clean stop, as the next `up` sees it ----------------------------------------------
+
+_CLEAN_STOP = "stopped-cleanly.json"
+
+
+def _database(settings: ConductorSettings) -> Path:
+    return launch.prefect_home(settings) / "prefect.db"
+
+
+def _database_stamp(settings: ConductorSettings) -> list[int] | None:
+    try:
+        st = _database(settings).stat()
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def _mark_clean_stop(settings: ConductorSettings) -> None:
+    """``down`` left no run in flight in the database it closed: record that database."""
+    path = settings.run_dir / _CLEAN_STOP
+    try:
+        path.write_text(json.dumps({"database": _database_stamp(settings)}), encoding="utf-8")
+    except OSError as exc:
+        logger.warning("could not record the clean stop in %s: %s", path, exc)
+
+
+def take_clean_stop(settings: ConductorSettings) -> bool:
+    """At ``up``, before the server starts: True when no run can have been left in flight,
+    because the last ``down`` stopped everything and marked what was in flight (and the
+    database is still the one it closed, not a restored one), or because there is no
+    database yet. The record is used once."""
+    path = settings.run_dir / _CLEAN_STOP
+    stamp = _database_stamp(settings)
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("database")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    path.unlink(missing_ok=True)
+    return stamp is None or (recorded is not None and recorded == stamp)
 
 
 def _stop(
