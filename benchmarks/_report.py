@@ -89,6 +89,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if result.get("note"):
         lines += ["", result["note"]]
+    for error in result.get("errors") or []:
+        lines += ["", f"**Phase failed**, its rows are missing: {error}"]
     lines += [
         "",
         "| measure (issue 10) | goal | " + " | ".join(name for _, name in SIDES) + " |",

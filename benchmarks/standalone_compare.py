@@ -49,8 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -603,20 +605,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="conductor-compare-") as tmp:
         os.environ["CONDUCTOR_HOME"] = str(Path(tmp) / "unused-home")
         bench = Bench(args, Path(tmp), env)
+        phases: list[tuple[str, Callable[[], None]]] = [
+            *(
+                (f"start-up round {i + 1}/{args.startup_rounds}", partial(bench.startup_round, i))
+                for i in range(args.startup_rounds)
+            ),
+            ("conductor: runs", bench.conductor_runs),
+            ("stock prefect (default): runs", partial(bench.stock_runs, "stock", None)),
+            (
+                "stock prefect (tuned): runs",
+                partial(bench.stock_runs, "stock_tuned", args.tuned_query_seconds),
+            ),
+        ]
         try:
-            for index in range(args.startup_rounds):
-                print(f"start-up round {index + 1}/{args.startup_rounds}", file=sys.stderr)
-                bench.startup_round(index)
+            for name, phase in phases:
+                print(name, file=sys.stderr)
+                try:
+                    phase()
+                except Exception as exc:  # the other phases still run; the report says so
+                    traceback.print_exc()
+                    result.setdefault("errors", []).append(f"{name}: {type(exc).__name__}: {exc}")
                 loads.append(load_average())
-            print("conductor: runs", file=sys.stderr)
-            bench.conductor_runs()
-            loads.append(load_average())
-            print("stock prefect (default): runs", file=sys.stderr)
-            bench.stock_runs("stock", None)
-            loads.append(load_average())
-            print("stock prefect (tuned): runs", file=sys.stderr)
-            bench.stock_runs("stock_tuned", args.tuned_query_seconds)
-            loads.append(load_average())
         finally:
             bench.cleanup()
     result["load_average_end"] = load_average()
