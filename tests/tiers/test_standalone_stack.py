@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
@@ -384,3 +385,24 @@ def test_a_run_cut_off_by_a_hard_stop_is_crashed_at_the_next_up(tmp_path: Path) 
     finally:
         standalone.down(settings, grace_seconds=5)
     assert _stack_processes(settings.home) == []
+
+
+def test_simultaneous_submissions_are_all_accepted(conductor_stack: Stack) -> None:
+    """20 flow runs created at the same instant (no client retry): SQLite writers queue for
+    the lock (tiers/standalone/server.py) instead of being refused with 503."""
+
+    async def go() -> tuple[list[int], list[FlowRun]]:
+        async with conductor_client(conductor_stack.settings) as client:
+            deployment = await client.read_deployment_by_name(SLEEPY.full_name)
+            url = (
+                f"{conductor_stack.settings.server.url}/deployments/{deployment.id}/create_flow_run"
+            )
+            body = {"parameters": {"spec": {"label": "at-once", "sleep_seconds": 0}}}
+            async with httpx.AsyncClient(timeout=120, trust_env=False) as http:
+                answers = await asyncio.gather(*(http.post(url, json=body) for _ in range(20)))
+            ids = [UUID(a.json()["id"]) for a in answers if a.is_success]
+            return [a.status_code for a in answers], await _wait_final(client, ids, 300)
+
+    codes, runs = asyncio.run(go())
+    assert codes == [201] * 20, codes
+    assert all(r.state is not None and r.state.is_completed() for r in runs)
