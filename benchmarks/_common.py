@@ -21,13 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: Where ``--pyc`` keeps compiled bytecode (the virtualenv has none, and the environment may
 #: set PYTHONDONTWRITEBYTECODE, so every new Python process would compile what it imports).
 PYC_PREFIX = Path(tempfile.gettempdir()) / "conductor-bench-pyc"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_PAGE_KIB = 1024
 
 
 def free_port() -> int:
@@ -132,24 +133,27 @@ def process_tree(roots: Iterable[int]) -> list[int]:
     return sorted(out)
 
 
-def _status_kib(pid: int, field: str) -> int:
+def process_memory(pid: int) -> dict[str, float]:
+    """RSS, PSS (shared pages split between their sharers) and USS (pages of this process
+    alone: what ending it frees) in MiB, from psutil's ``memory_full_info``; zeros when the
+    process is gone or may not be read."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        info = psutil.Process(pid).memory_full_info()
+    except psutil.Error:
+        return {"rss_mib": 0.0, "pss_mib": 0.0, "uss_mib": 0.0}
+    return {
+        "rss_mib": round(info.rss / 2**20, 1),
+        "pss_mib": round(getattr(info, "pss", 0) / 2**20, 1),
+        "uss_mib": round(info.uss / 2**20, 1),
+    }
 
 
-def _pss_kib(pid: int) -> int:
+def process_name(pid: int) -> str:
+    """The kernel's name of ``pid`` (``comm``: the forkserver's roles set theirs)."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return "?"
 
 
 def _label(pid: int) -> str:
@@ -166,24 +170,23 @@ def _label(pid: int) -> str:
 
 
 def memory(roots: Mapping[str, int]) -> dict[str, Any]:
-    """VmRSS (and PSS, which counts shared pages once) summed over the process trees of
-    ``roots`` (name -> PID), in MiB: the total, each tree, and each process."""
+    """RSS, PSS and USS summed over the process trees of ``roots`` (name -> PID), in MiB: the
+    total, each tree, and each process (with its kernel name: ``forkserver`` ...)."""
     procs = []
     by_root: dict[str, dict[str, float]] = {}
+    keys = ("rss_mib", "pss_mib", "uss_mib")
     for name, root in sorted(roots.items()):
-        tree = {"rss_mib": 0.0, "pss_mib": 0.0, "processes": 0}
+        tree = {"rss_mib": 0.0, "pss_mib": 0.0, "uss_mib": 0.0, "processes": 0}
         for pid in process_tree([root]):
-            rss = round(_status_kib(pid, "VmRSS") / _PAGE_KIB, 1)
-            pss = round(_pss_kib(pid) / _PAGE_KIB, 1)
-            procs.append({"root": name, "pid": pid, "what": _label(pid), "rss_mib": rss,
-                          "pss_mib": pss})  # fmt: skip
-            tree["rss_mib"] += rss
-            tree["pss_mib"] += pss
+            figures = process_memory(pid)
+            procs.append({"root": name, "pid": pid, "name": process_name(pid),
+                          "what": _label(pid), **figures})  # fmt: skip
+            for key in keys:
+                tree[key] += figures[key]
             tree["processes"] += 1
         by_root[name] = {k: round(v, 1) for k, v in tree.items()}
     return {
-        "rss_mib": round(sum(p["rss_mib"] for p in procs), 1),
-        "pss_mib": round(sum(p["pss_mib"] for p in procs), 1),
+        **{key: round(sum(p[key] for p in procs), 1) for key in keys},
         "by_root": by_root,
         "processes": procs,
     }

@@ -16,12 +16,22 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 from _common import read_mark
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 
-__all__ = ["PHASES", "Submit", "burst", "latency"]
+__all__ = [
+    "PHASES",
+    "Submit",
+    "backlog",
+    "burst",
+    "concurrent_submissions",
+    "latency",
+    "wait_final",
+]
 
 #: (client, index, file the run's work writes its start time to) -> the new flow run's id
 Submit = Callable[[PrefectClient, int, Path], Awaitable[UUID]]
@@ -34,7 +44,7 @@ PHASES = (
 )
 
 
-async def _wait_final(
+async def wait_final(
     client: PrefectClient, ids: list[UUID], timeout_seconds: float, poll_seconds: float
 ) -> list[FlowRun]:
     pending = set(ids)
@@ -115,7 +125,7 @@ async def latency(
         mark = marks / f"latency-{index}.txt"
         submitted = time.time()
         run_id = await submit(client, index, mark)
-        [run] = await _wait_final(client, [run_id], timeout_seconds, poll_seconds=0.25)
+        [run] = await wait_final(client, [run_id], timeout_seconds, poll_seconds=0.25)
         out.append(await _timeline(client, run, submitted, mark))
     return out
 
@@ -142,7 +152,7 @@ async def burst(
         ids.append(await submit(client, index, marks / f"burst-{index}.txt"))
         submit_seconds.append(time.perf_counter() - one)
     submitted = time.time()
-    runs = await _wait_final(client, ids, timeout_seconds, poll_seconds=1.0)
+    runs = await wait_final(client, ids, timeout_seconds, poll_seconds=1.0)
     cpu = _busy_cpu_seconds() - cpu_before
     end = max(run.state.timestamp.timestamp() for run in runs if run.state is not None)
     starts = [read_mark(marks / f"burst-{index}.txt") for index in range(tasks)]
@@ -169,4 +179,86 @@ async def burst(
         "machine_cpu_seconds_per_task": round(cpu / tasks, 2),
         "first_work_start_seconds": round(min(waits), 2) if waits else None,
         "median_work_start_seconds": round(statistics.median(waits), 2) if waits else None,
+    }
+
+
+async def backlog(
+    client: PrefectClient,
+    submit: Submit,
+    marks: Path,
+    tasks: int,
+    pool: str,
+    timeout_seconds: float = 3600,
+) -> dict[str, Any]:
+    """Throughput from a pre-created backlog: the pool is paused, ``tasks`` runs are created,
+    the pool is resumed; wall time from the resume to the last final state (its server
+    timestamp). Submission cost is not in it."""
+    await client.update_work_pool(pool, WorkPoolUpdate(is_paused=True))
+    try:
+        ids = [
+            await submit(client, index, marks / f"backlog-{index}.txt") for index in range(tasks)
+        ]
+    finally:
+        cpu_before = _busy_cpu_seconds()
+        began = time.time()
+        await client.update_work_pool(pool, WorkPoolUpdate(is_paused=False))
+    runs = await wait_final(client, ids, timeout_seconds, poll_seconds=1.0)
+    cpu = _busy_cpu_seconds() - cpu_before
+    end = max(run.state.timestamp.timestamp() for run in runs if run.state is not None)
+    starts = [read_mark(marks / f"backlog-{index}.txt") for index in range(tasks)]
+    completed = sum(1 for r in runs if r.state is not None and r.state.is_completed())
+    wall = end - began
+    return {
+        "tasks": tasks,
+        "completed": completed,
+        "wall_seconds": round(wall, 2),
+        "tasks_per_second": round(tasks / wall, 3),
+        "first_work_start_seconds": round(min(s for s in starts if s) - began, 2)
+        if any(starts)
+        else None,
+        "machine_cpu_seconds_per_task": round(cpu / tasks, 2),
+    }
+
+
+async def concurrent_submissions(
+    api_url: str,
+    deployment_id: UUID,
+    bodies: list[dict[str, Any]],
+    auth: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """``len(bodies)`` flow runs created at once, as many callers of ``run_deployment`` would:
+    one POST each (``bodies``: the request bodies), all in flight together, and no client-side
+    retry, so every refusal the server answers (503 when it is overloaded, 429 ...) is
+    counted. Returns the new runs' ids too (to wait for them)."""
+    url = f"{api_url.rstrip('/')}/deployments/{deployment_id}/create_flow_run"
+    limits = httpx.Limits(max_connections=len(bodies))
+    async with httpx.AsyncClient(timeout=120, limits=limits, auth=auth, trust_env=False) as http:
+        ids: list[UUID] = []
+
+        async def one(body: dict[str, Any]) -> tuple[int | str, float]:
+            began = time.perf_counter()
+            try:
+                response = await http.post(url, json=body)
+            except httpx.HTTPError as exc:
+                return type(exc).__name__, time.perf_counter() - began
+            if response.is_success:
+                ids.append(UUID(response.json()["id"]))
+            return response.status_code, time.perf_counter() - began
+
+        began = time.perf_counter()
+        answers = await asyncio.gather(*(one(body) for body in bodies))
+        wall = time.perf_counter() - began
+    codes: dict[str, int] = {}
+    for code, _ in answers:
+        codes[str(code)] = codes.get(str(code), 0) + 1
+    seconds = sorted(s for _, s in answers)
+    return {
+        "calls": len(bodies),
+        "ids": [str(i) for i in ids],
+        "status_codes": codes,
+        "refused": sum(n for c, n in codes.items() if not c.startswith("2")),
+        "refused_503": codes.get("503", 0),
+        "wall_seconds": round(wall, 3),
+        "one_call_p50_seconds": round(statistics.median(seconds), 3),
+        "one_call_max_seconds": round(seconds[-1], 3),
     }

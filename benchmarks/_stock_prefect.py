@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
-from _common import free_port, memory, stop_pids, wait_http
+from _common import free_port, memory, process_tree, stop_pids, wait_http
 
 from claude_conductor.system.processes import find_processes_with_env as with_env
 
@@ -33,22 +33,29 @@ FLOW_FILE = "stock_flow.py"
 # Async, like Conductor's task flow (a sync flow adds up to 1 s per run: the heartbeat thread
 # sleeps in 1 s steps). The body only records when it started.
 FLOW_SOURCE = """\
+import asyncio
+import os
 import time
 
 from prefect import flow
 
 
 @flow(name="bench-trivial")
-async def trivial(mark: str) -> None:
+async def trivial(mark: str, gate: str = "", sleep_seconds: float = 0) -> None:
     with open(mark, "a") as fh:
         fh.write(f"{time.time():.6f}\\n")
+    deadline = time.time() + sleep_seconds
+    while gate and not os.path.exists(gate) and time.time() < deadline:
+        await asyncio.sleep(0.1)
 """
 
 
 class StockStack:
     """Server + one process worker, started and stopped by this harness."""
 
-    def __init__(self, root: Path, base_env: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, base_env: dict[str, str], query_seconds: float | None = None
+    ) -> None:
         self.root = root
         self.home = root / "prefect-home"
         self.port = free_port()
@@ -64,6 +71,9 @@ class StockStack:
                 MARKER: str(self.home),
             }
         )
+        if query_seconds is not None:  # "tuned": Prefect's default is 10 s
+            env["PREFECT_WORKER_QUERY_SECONDS"] = f"{query_seconds:g}"
+        self.query_seconds = query_seconds if query_seconds is not None else 10.0
         self.env = env
         self.server: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -135,6 +145,12 @@ class StockStack:
 
     def memory(self) -> dict[str, Any]:
         return memory(self.pids())
+
+    def flow_run_processes(self) -> list[int]:
+        """The worker's descendants: the processes of the flow runs it started."""
+        if self.worker is None:
+            return []
+        return [p for p in process_tree([self.worker.pid]) if p != self.worker.pid]
 
     def stop(self) -> float:
         """Worker first, then the server, then anything left with the marker; seconds taken."""

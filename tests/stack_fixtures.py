@@ -10,8 +10,14 @@ through the real worker exactly like Conductor's own (module-path entrypoints).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
+import subprocess
+import sys
+import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +70,65 @@ VERSION = {version}
 async def versioned(spec: dict[str, Any]) -> Any:
     return Completed(message=f"version {{VERSION}}")
 """
+WHEELED = DeploymentDef(
+    flow_name="conductor-stack-test-wheeled",
+    name="run",
+    entrypoint="conductor_stack_wheeled.wheeled",
+    pool="agents",
+    description="Test only: says which version of its installed package ran (preloaded).",
+    tags=("conductor-test",),
+)
+WHEELED_SOURCE = """from typing import Any
+
+from prefect import flow
+from prefect.states import Completed
+
+VERSION = {version}
+
+
+@flow(name="conductor-stack-test-wheeled", persist_result=False)
+async def wheeled(spec: dict[str, Any]) -> Any:
+    return Completed(message=f"installed version {{VERSION}}")
+"""
 PROBE_VALUE = "passed-through"
+
+
+def build_wheel(folder: Path, version: int) -> Path:
+    """A wheel of the one-module package ``conductor_stack_wheeled`` at ``version``, zipped by
+    hand (no build backend, nothing to download)."""
+    name = "conductor_stack_wheeled"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": WHEELED_SOURCE.format(version=version),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: conductor-tests\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{path},sha256={encoded},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    stamp = time.localtime()[:6]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=stamp), text)
+    return wheel
+
+
+def pip_install(target: Path, wheel: Path) -> None:
+    """``pip install --upgrade --target`` of a local wheel: a real (re)install, offline."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+         "--upgrade", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )  # fmt: skip
 
 
 def free_port() -> int:
@@ -77,14 +141,14 @@ def free_port() -> int:
             return port
 
 
-def stack_env(code_dir: Path | None = None) -> dict[str, str]:
+def stack_env(*code_dirs: Path) -> dict[str, str]:
     """The environment the stack's processes inherit: ours, plus the test flows' directory
-    (and ``code_dir``, for code a test changes) and an ANTHROPIC_* probe that flow runs must
-    see."""
+    (and ``code_dirs``, for code a test changes or reinstalls) and an ANTHROPIC_* probe that
+    flow runs must see."""
     # Another test's settings (CONDUCTOR_*, PREFECT_*) must not leak into the stack.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "PREFECT_"))}
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(STACKFLOWS), str(code_dir or ""), env.get("PYTHONPATH", "")) if p
+        p for p in (str(STACKFLOWS), *map(str, code_dirs), env.get("PYTHONPATH", "")) if p
     )
     env["ANTHROPIC_STACK_TEST_PROBE"] = PROBE_VALUE
     # A stray Prefect API in the caller's environment must not leak into the stack.
@@ -98,6 +162,7 @@ class Stack:
     info: StackInfo
     env: dict[str, str]
     code_dir: Path | None = None
+    site_dir: Path | None = None
 
     @property
     def home(self) -> Path:
@@ -121,12 +186,14 @@ def conductor_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
     home = tmp_path_factory.mktemp("conductor-home")
     code_dir = tmp_path_factory.mktemp("stack-code")
     (code_dir / "conductor_stack_versioned.py").write_text(VERSIONED_SOURCE.format(version=1))
-    preload = ("conductor_stack_test_flows", "conductor_stack_versioned")
+    site_dir = tmp_path_factory.mktemp("stack-site")  # packages installed with pip
+    pip_install(site_dir, build_wheel(tmp_path_factory.mktemp("wheels"), 1))
+    preload = ("conductor_stack_test_flows", "conductor_stack_versioned", "conductor_stack_wheeled")
     settings = make_settings(home, free_port(), preload=preload)
-    env = stack_env(code_dir)
+    env = stack_env(code_dir, site_dir)
     try:
         info = standalone.up(settings, base_env=env, timeout_seconds=180)
-        register_deployments(settings, (SLEEPY, CHATTY, VERSIONED))
-        yield Stack(settings=settings, info=info, env=env, code_dir=code_dir)
+        register_deployments(settings, (SLEEPY, CHATTY, VERSIONED, WHEELED))
+        yield Stack(settings=settings, info=info, env=env, code_dir=code_dir, site_dir=site_dir)
     finally:
         standalone.down(settings, grace_seconds=5)

@@ -1,14 +1,18 @@
 """The conductor worker on a real standalone stack (the shared ``conductor_stack``): runs are
 forked from its warm forkserver, which is replaced when it dies and restarted when the code it
-loaded changes; a run that ends right after logging loses none of its lines."""
+loaded changes (edited or reinstalled with pip); when no forkserver can be had runs still
+start, with Prefect's stock starter; a run that ends right after logging loses none of its
+lines."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -20,7 +24,17 @@ from prefect.client.schemas.objects import FlowRun
 from claude_conductor.client.connection import conductor_client
 from claude_conductor.system import processes
 from claude_conductor.tiers.standalone import launch
-from stack_fixtures import CHATTY, SLEEPY, VERSIONED, VERSIONED_SOURCE, Stack
+from claude_conductor.work_pools.forkserver import PROCESS_NAMES
+from stack_fixtures import (
+    CHATTY,
+    SLEEPY,
+    VERSIONED,
+    VERSIONED_SOURCE,
+    WHEELED,
+    Stack,
+    build_wheel,
+    pip_install,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +70,7 @@ def _forkserver_pid(stack: Stack) -> int | None:
     assert worker is not None and worker.alive
     for child in psutil.Process(worker.pid).children():
         try:
-            if "claude_conductor.work_pools.forkserver" in " ".join(child.cmdline()):
+            if child.name() == PROCESS_NAMES["forkserver"]:
                 return child.pid
         except psutil.Error:
             continue
@@ -83,20 +97,32 @@ def test_runs_are_forked_from_the_warm_forkserver(conductor_stack: Stack) -> Non
 def test_logs_of_a_run_that_ends_right_after_logging_all_reach_the_api(
     conductor_stack: Stack,
 ) -> None:
+    async def read_all(client: PrefectClient, run_id: Any) -> list[str]:
+        messages: list[str] = []
+        while True:
+            page = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                offset=len(messages),
+                limit=200,
+            )
+            messages += [log.message for log in page]
+            if len(page) < 200:
+                return messages
+
     async def go() -> list[str]:
         async with conductor_client(conductor_stack.settings) as client:
             run = await _run(client, CHATTY.full_name, {"lines": 200})
             assert run.state is not None and run.state.is_completed(), run.state
-            messages: list[str] = []
+            # As with Prefect's own engine, the last batch is sent as the process exits,
+            # just after the final state: give it until the run's process is gone.
+            deadline = time.monotonic() + 30
             while True:
-                page = await client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
-                    offset=len(messages),
-                    limit=200,
-                )
-                messages += [log.message for log in page]
-                if len(page) < 200:
+                messages = await read_all(client, run.id)
+                if sum(m.startswith("chatty line ") for m in messages) >= 200:
                     return messages
+                if time.monotonic() > deadline:
+                    return messages
+                await asyncio.sleep(0.5)
 
     messages = asyncio.run(go())
     lines = [m for m in messages if m.startswith("chatty line ")]
@@ -140,3 +166,66 @@ def test_a_forkserver_killed_from_outside_is_replaced(conductor_stack: Stack) ->
     assert run.state is not None and run.state.is_completed(), run.state
     assert _forkserver_pid(conductor_stack) == new
     assert not processes.pid_alive(old)
+
+
+def test_a_reinstalled_package_is_picked_up_by_the_next_run(
+    conductor_stack: Stack, tmp_path: Path
+) -> None:
+    assert conductor_stack.site_dir is not None
+
+    async def version() -> str | None:
+        async with conductor_client(conductor_stack.settings) as client:
+            run = await _run(client, WHEELED.full_name, {})
+            assert run.state is not None and run.state.is_completed(), run.state
+            return run.state.message
+
+    before = _wait(lambda: _forkserver_pid(conductor_stack), 60, "the forkserver")
+    assert asyncio.run(version()) == "installed version 1"
+    pip_install(conductor_stack.site_dir, build_wheel(tmp_path, 2))  # what `pip install -U` does
+    assert asyncio.run(version()) == "installed version 2"
+    after = _forkserver_pid(conductor_stack)
+    assert after is not None and after != before
+
+
+def _sleepy_run(stack: Stack, tmp_path: Path, label: str) -> dict[str, Any]:
+    """A run of the test flow; what it recorded about its own process."""
+    log = tmp_path / f"{label}.jsonl"
+
+    async def go() -> FlowRun:
+        async with conductor_client(stack.settings) as client:
+            spec = {"label": label, "sleep_seconds": 0, "log": str(log)}
+            return await _run(client, SLEEPY.full_name, spec)
+
+    run = asyncio.run(go())
+    assert run.state is not None and run.state.is_completed(), run.state
+    record: dict[str, Any] = json.loads(log.read_text().splitlines()[-1])
+    return record
+
+
+def test_without_a_forkserver_runs_use_the_stock_starter(
+    conductor_stack: Stack, tmp_path: Path
+) -> None:
+    assert conductor_stack.code_dir is not None
+    worker = processes.read_daemon(conductor_stack.settings, launch.WORKER)
+    assert worker is not None
+    module = conductor_stack.code_dir / "conductor_stack_versioned.py"
+    healthy = module.read_text()
+    old = _wait(lambda: _forkserver_pid(conductor_stack), 60, "the forkserver")
+    # A preloaded module that kills the process importing it: no new forkserver can start.
+    module.write_text("import os\nos._exit(3)\n")
+    os.utime(module, (time.time() + 10, time.time() + 10))
+    try:
+        record = _sleepy_run(conductor_stack, tmp_path, "stock")
+        # Prefect's own starter (a new process of the worker's), not a fork of the forkserver.
+        assert record["parent_name"] != PROCESS_NAMES["supervisor"], record
+        assert record["parent_name"] not in PROCESS_NAMES.values(), record
+        log = worker.log_path.read_text(encoding="utf-8", errors="replace")
+        assert "the stock starter is used" in log
+    finally:
+        module.write_text(healthy)
+        os.utime(module, (time.time() + 20, time.time() + 20))
+    time.sleep(1.0)  # past the worker's first back-off (0.5 s) before it tries again
+    # Once the code imports again, the next run is forked again, from a new forkserver.
+    record = _sleepy_run(conductor_stack, tmp_path, "forked-again")
+    assert record["parent_name"] == PROCESS_NAMES["supervisor"], record
+    assert _forkserver_pid(conductor_stack) not in (None, old)

@@ -3,6 +3,7 @@ run has left, its pool template; and the forkserver's view of the code it loaded
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -92,8 +93,15 @@ def test_the_code_fingerprint_changes_with_an_edit(tmp_path: Path) -> None:
     before = forking.code_fingerprint([str(module)])
     module.write_text("x = 22\n")
     assert forking.code_fingerprint([str(module)]) != before
+    edited = forking.code_fingerprint([str(module)])
+    stat = module.stat()
+    replacement = tmp_path / "new.py"  # a reinstall: a new file in its place, same time and size
+    replacement.write_text("x = 33\n")
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replacement.replace(module)
+    assert forking.code_fingerprint([str(module)]) != edited
     module.unlink()
-    assert forking.code_fingerprint([str(module)]) == ((-1, -1),)
+    assert forking.code_fingerprint([str(module)]) == ((-1, -1, -1),)
 
 
 def test_the_forkserver_watches_third_party_and_own_code_not_the_stdlib() -> None:

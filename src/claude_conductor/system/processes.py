@@ -5,8 +5,15 @@ stdout and stderr to ``<logs_dir>/<name>.log`` and is recorded in ``<run_dir>/<n
 JSON: the PID plus the process start time (psutil's ``create_time``), so a PID the kernel has
 recycled for some other program is never mistaken for ours (or signalled).
 
-The one owner of process plumbing: process scans (``processes_with_env``, ``group_members``),
-PID-reuse checks (``pid_alive``) and group kill with TERM -> KILL escalation
+Processes that are not daemons but must still be found later (a flow run's engine, forked by
+the worker's forkserver) are recorded the same way, one JSON file each in a records folder
+(``record_process``, ``recorded_processes``): a process made non-dumpable
+(``system.hardening``) hides its ``/proc/<pid>/environ`` from a non-root user, so it cannot be
+found by its environment; its record, its start time and the process tree (``/proc/<pid>/stat``
+stays readable) find it and everything it started.
+
+The one owner of process plumbing: process scans (``processes_with_env``, ``group_members``,
+``descendants``), PID-reuse checks (``pid_alive``) and group kill with TERM -> KILL escalation
 (``terminate_processes``), on psutil; agents, workspaces and tiers use these. Linux (process
 groups and sessions), like the tiers that use it.
 """
@@ -35,7 +42,10 @@ from claude_conductor.settings import ConductorSettings
 __all__ = [
     "Daemon",
     "DaemonError",
+    "ProcessRecord",
+    "descendants",
     "find_processes_with_env",
+    "forget_process",
     "group_members",
     "http_ok",
     "is_live",
@@ -49,6 +59,8 @@ __all__ = [
     "processes_with_env",
     "read_daemon",
     "read_environ",
+    "record_process",
+    "recorded_processes",
     "start_daemon",
     "stop_daemon",
     "terminate_processes",
@@ -182,6 +194,19 @@ def find_processes_with_env(key: str, value: str) -> list[int]:
     return processes_with_env(key, value, skip=_own_lineage())
 
 
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendants of ``pid``, from the process tree alone (no environment
+    is read, so it works on non-dumpable processes of the same user)."""
+    proc = _process(pid)
+    if proc is None:
+        return []
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return []
+    return sorted(c.pid for c in children if _running(c))
+
+
 def process_group(pid: int) -> int | None:
     """The process group of ``pid``; None when it is gone."""
     try:
@@ -261,6 +286,66 @@ def terminate_processes(pids: Iterable[tuple[int, int | None]], grace_seconds: f
             left = [p for p, _ in alive()]
             raise ConductorError(f"processes {left!r} survived SIGKILL; check them with `ps`")
     return [pid for pid, _ in targets]
+
+
+# -- records of processes that are not daemons -------------------------------------------
+
+
+class ProcessRecord(BaseModel):
+    """One recorded process (``<folder>/<pid>.json``), e.g. a forked flow run's engine."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    pid: int = Field(description="Process id.")
+    start_ticks: int = Field(
+        description="Start time in clock ticks since boot: a reused PID is not taken for it."
+    )
+    label: str = Field(default="", description="What it is (e.g. the flow run it runs).")
+
+    @property
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.start_ticks)
+
+
+def record_process(folder: Path, pid: int, label: str = "") -> Path | None:
+    """Record ``pid`` (with its start time) in ``folder``; None when it is already gone.
+    Written atomically, readable by the same user only."""
+    ticks = process_start_ticks(pid)
+    if ticks is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    record = ProcessRecord(pid=pid, start_ticks=ticks, label=label)
+    path = folder / f"{pid}.json"
+    tmp = folder / f".{pid}.json.tmp"
+    tmp.write_text(record.model_dump_json() + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def forget_process(folder: Path, pid: int) -> None:
+    """Remove ``pid``'s record (it has ended)."""
+    (folder / f"{pid}.json").unlink(missing_ok=True)
+
+
+def recorded_processes(folder: Path) -> list[ProcessRecord]:
+    """The recorded processes of ``folder`` that still run (same PID and start time); the
+    records of those that ended are removed."""
+    if not folder.is_dir():
+        return []
+    live: list[ProcessRecord] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = ProcessRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue  # ended and forgotten meanwhile
+        except (OSError, ValidationError, ValueError) as exc:
+            logger.warning("ignoring unreadable process record %s: %s", path, exc)
+            continue
+        if record.alive:
+            live.append(record)
+        else:
+            path.unlink(missing_ok=True)
+    return live
 
 
 # -- PID files ---------------------------------------------------------------------------

@@ -4,23 +4,30 @@ it through Prefect's ``ProcessStarter`` protocol (``ForkStarter``), so Prefect's
 machinery (state proposals, the cancellation observer, crash detection by exit code) drives
 forked runs exactly as it drives ``python -m prefect.engine`` processes.
 
-One forkserver serves every worker of a process (``shared_forkserver``).
+One forkserver serves every worker of a process (``shared_forkserver``). A process that has
+not started threads or an event loop yet (``work_pools.serve``) forks its first forkserver
+itself (``prefork``) after importing what the forkserver preloads: the two then share those
+pages (copy-on-write) instead of each holding its own copy of Prefect, and the forkserver is
+ready as soon as the worker is. Replacements (after a crash or a code change) are fresh
+``python -m claude_conductor.work_pools.forkserver`` processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -29,6 +36,8 @@ from prefect.settings import get_current_settings
 from prefect.utilities.processutils import sanitize_subprocess_env
 
 from claude_conductor.errors import ConductorError
+from claude_conductor.settings import ConductorSettings
+from claude_conductor.work_pools import forkserver as _forkserver
 from claude_conductor.work_pools.forkserver import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
@@ -43,6 +52,8 @@ __all__ = [
     "ForkserverUnavailable",
     "code_fingerprint",
     "engine_environment",
+    "prefork",
+    "run_records_dir",
     "shared_forkserver",
 ]
 
@@ -67,29 +78,111 @@ _START_TIMEOUT_SECONDS = 60.0
 _RESTART_BACKOFF_SECONDS = (0.5, 2.0, 10.0, 30.0)
 
 
+def run_records_dir(settings: ConductorSettings) -> Path:
+    """Where the forkserver records each flow run's engine while it runs (one JSON file
+    each, ``system.processes.recorded_processes``): how ``conductor down`` finds engines
+    that, being non-dumpable, cannot be found by their environment."""
+    return settings.run_dir / "flow-runs"
+
+
 class ForkserverUnavailable(ConductorError):
     """The forkserver could not be started or reached; runs use the stock starter."""
 
 
-def code_fingerprint(files: list[str]) -> tuple[tuple[int, int], ...]:
-    """(mtime, size) of each file: changes when the code is edited or reinstalled."""
-    stamps: list[tuple[int, int]] = []
+def code_fingerprint(files: list[str]) -> tuple[tuple[int, int, int], ...]:
+    """(mtime, size, inode) of each file: changes when the code is edited in place or
+    reinstalled (an installer writes new files, so new inodes, even when it keeps the
+    packaged modification times)."""
+    stamps: list[tuple[int, int, int]] = []
     for path in files:
         try:
             st = os.stat(path)
         except OSError:
-            stamps.append((-1, -1))
+            stamps.append((-1, -1, -1))
         else:
-            stamps.append((st.st_mtime_ns, st.st_size))
+            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
     return tuple(stamps)
+
+
+class _Process(Protocol):
+    """What is needed of a forkserver process (asyncio's ``Process`` or ``_ForkedChild``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signal: int) -> None: ...
+
+
+class _ForkedChild:
+    """A forkserver this process forked itself (``prefork``), seen as asyncio sees a
+    subprocess: pid, exit code (reaped here, by its pid only), wait and signal."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        if self._code is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self._code = 255  # reaped elsewhere: gone all the same
+            else:
+                if pid:
+                    self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    async def wait(self) -> int:
+        while (code := self.returncode) is None:
+            await asyncio.sleep(0.05)
+        return code
+
+    def send_signal(self, signal: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal)
+
+
+_PREFORKED: list[tuple[_ForkedChild, socket.socket]] = []
+
+
+def prefork(preload: tuple[str, ...], records_dir: Path | None = None) -> int | None:
+    """Import ``preload`` here, then fork the first forkserver from this process, to be
+    adopted by ``shared_forkserver``. Call it before any thread or event loop starts (the
+    fork copies only the calling thread); when other threads run already it does nothing
+    and the forkserver is spawned as usual. Returns the forkserver's pid (None: not forked)."""
+    errors = _forkserver.preload_modules(list(preload))
+    for error in errors:
+        logger.warning("could not preload %s", error)
+    if threading.active_count() > 1 or _PREFORKED:
+        return None
+    gc.collect()
+    gc.freeze()  # neither side's collector then writes to the pages they share
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # the forkserver: never returns
+        code = 1
+        try:
+            parent.close()
+            code = _forkserver.run(child, list(preload), records_dir)
+        finally:
+            os._exit(code)
+    child.close()
+    _PREFORKED.append((_ForkedChild(pid), parent))
+    return pid
 
 
 @dataclass
 class _Server:
-    process: asyncio.subprocess.Process
+    process: _Process
     control: socket.socket
     files: list[str]
-    fingerprint: tuple[tuple[int, int], ...]
+    fingerprint: tuple[tuple[int, int, int], ...]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -106,10 +199,14 @@ class Forkserver:
         *,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        records_dir: Path | None = None,
+        preforked: tuple[_ForkedChild, socket.socket] | None = None,
     ) -> None:
+        self._preforked = preforked
         self.preload = preload
         self._python = python
         self._env = env
+        self.records_dir = records_dir
         self._server: _Server | None = None
         self._start_lock = asyncio.Lock()
         self._failures = 0
@@ -122,16 +219,30 @@ class Forkserver:
 
     async def start(self) -> None:
         """Start (or replace) the forkserver and wait until it has imported everything."""
+        process: _Process
+        if self._preforked is not None:
+            (process, parent), self._preforked = self._preforked, None
+        else:
+            process, parent = await self._spawn()
+        parent.setblocking(False)
+        await self._finish_start(process, parent)
+
+    async def _spawn(self) -> tuple[_Process, socket.socket]:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [
+            self._python,
+            "-m",
+            "claude_conductor.work_pools.forkserver",
+            "--fd",
+            str(child.fileno()),
+            "--preload",
+            ",".join(self.preload),
+        ]
+        if self.records_dir is not None:
+            argv += ["--records", str(self.records_dir)]
         try:
             process = await asyncio.create_subprocess_exec(
-                self._python,
-                "-m",
-                "claude_conductor.work_pools.forkserver",
-                "--fd",
-                str(child.fileno()),
-                "--preload",
-                ",".join(self.preload),
+                *argv,
                 pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 env=dict(os.environ if self._env is None else self._env),
@@ -141,7 +252,9 @@ class Forkserver:
             raise ForkserverUnavailable(f"could not start the forkserver: {exc}") from exc
         finally:
             child.close()
-        parent.setblocking(False)
+        return process, parent
+
+    async def _finish_start(self, process: _Process, parent: socket.socket) -> None:
         try:
             files, ready = await asyncio.wait_for(_read_ready(parent), _READY_TIMEOUT_SECONDS)
         except (TimeoutError, OSError, ValueError) as exc:
@@ -264,7 +377,7 @@ async def _read_ready(control: socket.socket) -> tuple[list[str], dict[str, Any]
 
 
 async def _stop_process(
-    process: asyncio.subprocess.Process, control: socket.socket, *, graceful: bool = False
+    process: _Process, control: socket.socket, *, graceful: bool = False
 ) -> None:
     """Stop a forkserver (runs it forked already go on: they are not its to stop)."""
     if graceful and process.returncode is None:
@@ -286,10 +399,13 @@ _SHARED: dict[str, Any] = {"server": None, "users": 0}
 
 
 @contextlib.asynccontextmanager
-async def shared_forkserver(preload: tuple[str, ...] = DEFAULT_PRELOAD) -> Any:
+async def shared_forkserver(
+    preload: tuple[str, ...] = DEFAULT_PRELOAD, records_dir: Path | None = None
+) -> Any:
     """The process's one forkserver, started by its first user and stopped by its last."""
     if _SHARED["server"] is None:
-        server = Forkserver(preload)
+        preforked = _PREFORKED.pop() if _PREFORKED else None
+        server = Forkserver(preload, records_dir=records_dir, preforked=preforked)
         _SHARED["server"] = server
         try:
             await server.start()

@@ -2,8 +2,8 @@
 flow run instead of starting a fresh interpreter (about 2 s saved per run, and the pages of
 Prefect shared between runs).
 
-Run as ``python -m claude_conductor.work_pools.forkserver --fd N --preload MODULES`` by the
-Conductor worker (``work_pools.forking``), never by hand. It talks to the worker over the
+Run as ``python -m claude_conductor.work_pools.forkserver --fd N --preload MODULES
+[--records DIR]`` by the Conductor worker (``work_pools.forking``), never by hand. It talks to the worker over the
 AF_UNIX SOCK_SEQPACKET socket ``N``, one JSON message per packet:
 
 - forkserver -> worker: ``{"event": "files", "files"}`` (the source files of what it
@@ -16,9 +16,12 @@ AF_UNIX SOCK_SEQPACKET socket ``N``, one JSON message per packet:
 
 Each run is two processes forked from here:
 
-- the **supervisor** (tiny; a child subreaper): forks the engine, reports its pid, reaps,
-  and when the engine has exited stops whatever the engine left behind (an agent orphaned by
-  a killed engine is re-parented to the supervisor, not to init), then reports the exit code.
+- the **supervisor** (tiny; a child subreaper): forks the engine, records it in ``DIR``
+  (``system.processes.record_process``: ``conductor down`` finds the engine there, since a
+  non-dumpable process cannot be found by its environment), reports its pid, reaps, and when
+  the engine has exited stops whatever the engine left behind (an agent orphaned by a killed
+  engine is re-parented to the supervisor, not to init), drops the record, then reports the
+  exit code.
 - the **engine**: a new session (so the worker can signal its whole process group), the
   run's environment and working directory applied, Prefect's settings and logging rebuilt
   from them, then exactly what ``python -m prefect.engine`` does; logs and events drained
@@ -47,19 +50,33 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from claude_conductor.system.hardening import make_undumpable
+from claude_conductor.system.processes import forget_process, record_process
 
-__all__ = ["MAX_MESSAGE_BYTES", "loaded_source_files", "main"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROCESS_NAMES",
+    "loaded_source_files",
+    "main",
+    "preload_modules",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20
 """Largest control message (the run request carries the run's environment)."""
 _LEFTOVER_GRACE_SECONDS = 3.0
+_DRAIN_TIMEOUT_SECONDS = 10.0
 _FILES_PER_PACKET = 200  # a packet must fit the socket's buffer
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NAME = 15
+PROCESS_NAMES = {"forkserver": "forkserver", "supervisor": "run-supervisor", "engine": "flow-run"}
+"""The kernel's name (``comm``: what ``ps -o comm``, ``top`` and psutil's ``name()`` show)
+of each role, so a forkserver forked from its worker is told apart from the worker."""
 
 
 # -- helpers shared by the three roles ------------------------------------------------------
@@ -89,12 +106,17 @@ def loaded_source_files(modules: dict[str, Any] | None = None) -> list[str]:
     return sorted(files)
 
 
-def _prctl(option: int, value: int) -> None:
+def _prctl(option: int, value: int | bytes) -> None:
     import ctypes
     import ctypes.util
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(option, value, 0, 0, 0)
+
+
+def _set_name(role: str) -> None:
+    with contextlib.suppress(OSError):
+        _prctl(_PR_SET_NAME, PROCESS_NAMES[role].encode()[:15])
 
 
 def _children(pid: int) -> list[int]:
@@ -152,16 +174,26 @@ def _apply_environment(request: dict[str, Any]) -> None:
 
 def _drain() -> None:
     """A forked run ends with ``os._exit``: nothing at-exit runs, so the logs and events
-    still queued are sent now."""
+    still queued are sent now (bounded: a run must not hold its slot forever when the API
+    is gone; what is still unsent then is reported on stderr, which the worker logs)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     for service in (APILogWorker, EventsWorker):
+        began = time.monotonic()
         try:
-            service.drain_all(timeout=10)
+            result = service.drain_all(timeout=_DRAIN_TIMEOUT_SECONDS)
         except Exception as exc:  # the run's state is final already; only report it
             print(
                 f"conductor forkserver: draining {service.__name__} failed: {exc}", file=sys.stderr
+            )
+            continue
+        unsent = len(getattr(result, "not_done", ()) or ())
+        if unsent:
+            print(
+                f"conductor forkserver: {service.__name__} had not sent everything after "
+                f"{time.monotonic() - began:.0f}s ({unsent} batches lost)",
+                file=sys.stderr,
             )
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -209,6 +241,7 @@ def _engine_main(request: dict[str, Any], close_fds: tuple[int, ...]) -> None:
     code = 1
     try:
         os.setsid()
+        _set_name("engine")
         make_undumpable()  # inherited from the forkserver; stated here, where it matters
         for fd in close_fds:
             with contextlib.suppress(OSError):
@@ -264,14 +297,27 @@ def _is_running(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
-def _supervisor_main(request: dict[str, Any], run_sock: socket.socket, control_fd: int) -> None:
+def _record(records: Path | None, engine: int, flow_run_id: str) -> None:
+    if records is None:
+        return
+    try:
+        record_process(records, engine, label=f"flow run {flow_run_id}")
+    except (OSError, ValueError) as exc:  # the run goes on; only `down` may miss it
+        print(f"conductor forkserver: could not record process {engine}: {exc}", file=sys.stderr)
+
+
+def _supervisor_main(
+    request: dict[str, Any], run_sock: socket.socket, control_fd: int, records: Path | None
+) -> None:
     """The supervisor process: never returns."""
     try:
         os.close(control_fd)
+        _set_name("supervisor")
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         engine = os.fork()
         if engine == 0:
             _engine_main(request, close_fds=(run_sock.fileno(),))
+        _record(records, engine, str(request.get("flow_run_id")))
         _send(run_sock, {"event": "started", "pid": engine}, packet=False)
 
         def forward(signum: int, _frame: Any) -> None:
@@ -290,6 +336,9 @@ def _supervisor_main(request: dict[str, Any], run_sock: socket.socket, control_f
                 status = wait_status
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop_leftovers(os.getpid())
+        if records is not None:
+            with contextlib.suppress(OSError):
+                forget_process(records, engine)
         code = os.waitstatus_to_exitcode(status) if status is not None else 1
         _send(run_sock, {"event": "exited", "code": code}, packet=False)
     except BaseException as exc:
@@ -301,7 +350,8 @@ def _supervisor_main(request: dict[str, Any], run_sock: socket.socket, control_f
 # -- the forkserver ------------------------------------------------------------------------
 
 
-def _preload(modules: list[str]) -> list[str]:
+def preload_modules(modules: list[str]) -> list[str]:
+    """Import ``modules``; returns one line per module that failed."""
     errors: list[str] = []
     for name in modules:
         try:
@@ -332,7 +382,7 @@ def _messages(sock: socket.socket) -> Iterator[tuple[dict[str, Any] | None, list
                 os.close(fd)
 
 
-def _fork_run(request: dict[str, Any], fd: int, control_fd: int) -> None:
+def _fork_run(request: dict[str, Any], fd: int, control_fd: int, records: Path | None) -> None:
     run_sock = socket.socket(fileno=fd)
     try:
         pid = os.fork()
@@ -341,12 +391,12 @@ def _fork_run(request: dict[str, Any], fd: int, control_fd: int) -> None:
         run_sock.close()
         return
     if pid == 0:
-        _supervisor_main(request, run_sock, control_fd)
+        _supervisor_main(request, run_sock, control_fd, records)
     run_sock.close()
 
 
-def serve(control: socket.socket, preload: list[str]) -> int:
-    errors = _preload(preload)
+def serve(control: socket.socket, preload: list[str], records: Path | None = None) -> int:
+    errors = preload_modules(preload)
     gc.collect()
     gc.freeze()  # forked runs then leave these objects' pages shared
     files = loaded_source_files()
@@ -381,7 +431,7 @@ def serve(control: socket.socket, preload: list[str]) -> int:
             if op == "ping":
                 _send(control, {"event": "pong"}, packet=True)
             elif op == "run" and fds:
-                _fork_run(message, fds[0], control.fileno())
+                _fork_run(message, fds[0], control.fileno(), records)
                 for extra in fds[1:]:
                     os.close(extra)
             elif op == "stop":
@@ -391,16 +441,24 @@ def serve(control: socket.socket, preload: list[str]) -> int:
                     os.close(fd)
 
 
+def run(control: socket.socket, preload: list[str], records: Path | None) -> int:
+    """Be the forkserver on ``control`` (a fresh process, or one just forked by its worker
+    before the worker started any thread: ``forking.prefork``)."""
+    make_undumpable()
+    _set_name("forkserver")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return serve(control, preload, records)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conductor-forkserver")
     parser.add_argument("--fd", type=int, required=True, help="the worker's control socket")
     parser.add_argument("--preload", default="", help="comma-separated modules to import")
+    parser.add_argument("--records", type=Path, default=None, help="where engines are recorded")
     args = parser.parse_args(argv)
-    make_undumpable()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's to handle
     control = socket.socket(fileno=args.fd)
-    preload = [m for m in args.preload.split(",") if m]
-    return serve(control, preload)
+    return run(control, [m for m in args.preload.split(",") if m], args.records)
 
 
 if __name__ == "__main__":

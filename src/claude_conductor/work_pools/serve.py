@@ -8,6 +8,11 @@ holds an agent slot.
 
 SIGTERM or SIGINT stops the workers (their runs are stopped with them, as with
 ``prefect worker start``).
+
+It may be started before its server is ready (``conductor up`` starts it beside the server, so
+that its imports overlap the server's start): it first imports what the forkserver preloads and
+forks the forkserver from itself (``forking.prefork``: the two share those pages), then waits
+until the API answers and its pools exist, then starts the workers.
 """
 
 from __future__ import annotations
@@ -18,13 +23,54 @@ import logging
 import signal
 import sys
 
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
+
+from claude_conductor.settings import load_settings
 from claude_conductor.system.hardening import make_undumpable
+from claude_conductor.work_pools import forking
 from claude_conductor.work_pools.worker import ConductorWorker
+
+logger = logging.getLogger(__name__)
+
+_WAIT_STEP_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+async def wait_for_api(pools: list[str]) -> None:
+    """Until the API answers and every pool in ``pools`` exists (no time limit: whoever
+    started the worker bounds the wait; ``conductor up`` does)."""
+    health = str(PREFECT_API_URL.value()).rstrip("/") + "/health"
+    attempt = 0
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        while True:
+            try:
+                if (await http.get(health)).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(_WAIT_STEP_SECONDS[min(attempt, len(_WAIT_STEP_SECONDS) - 1)])
+            attempt += 1
+    waiting = list(pools)
+    async with get_client() as client:
+        while waiting:
+            try:
+                await client.read_work_pool(waiting[0])
+                waiting.pop(0)
+                continue
+            except ObjectNotFound:
+                if attempt == 0:
+                    logger.info("waiting for work pool %r to be created", waiting[0])
+            await asyncio.sleep(_WAIT_STEP_SECONDS[min(attempt, len(_WAIT_STEP_SECONDS) - 1)])
+            attempt += 1
+
 
 __all__ = ["main", "serve"]
 
 
 async def serve(pools: list[str], names: list[str]) -> None:
+    await wait_for_api(pools)
     workers = [
         ConductorWorker(work_pool_name=pool, name=name, create_pool_if_not_found=False)
         for pool, name in zip(pools, names, strict=True)
@@ -55,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.pool) != len(args.name):
         parser.error("give one --name per --pool")
     make_undumpable()
+    settings = load_settings()
+    preload = (*forking.DEFAULT_PRELOAD, *settings.worker.preload)
+    forking.prefork(preload, forking.run_records_dir(settings))  # before any thread or loop
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(

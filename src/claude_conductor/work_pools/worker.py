@@ -16,8 +16,9 @@ What is added:
 - fast start: a run whose deployment has a module-path entrypoint and no pull step beyond a
   no-op ``set_working_directory: .`` is forked (job variable ``fast_start``, default true);
   anything else, or a forkserver that cannot be had, takes Prefect's own starter;
-- wake-up on events: a run scheduled into the pool or a run of the pool ending triggers a poll
-  at once; the regular poll (``PREFECT_WORKER_QUERY_SECONDS``) is only the fallback;
+- wake-up on events: a run scheduled into the pool, a run of the pool ending, the pool
+  unpaused or given more slots triggers a poll at once; the regular poll
+  (``PREFECT_WORKER_QUERY_SECONDS``) is only the fallback;
 - a crashed run (its process killed) is re-run when its task spec asks for ``retries``;
 - a worker that died (SIGKILL, OOM) loses nothing: its forked runs go on and report their own
   final state; the next worker on the host adopts the live ones (cancelling them works again)
@@ -86,6 +87,8 @@ _WAKE_EVENTS = [
     "prefect.flow-run.Failed",
     "prefect.flow-run.Crashed",
     "prefect.flow-run.Cancelled",
+    "prefect.work-pool.ready",  # unpaused (or back online)
+    "prefect.work-pool.updated",  # e.g. more slots
 ]
 
 
@@ -210,8 +213,11 @@ class ConductorWorker(ProcessWorker):
         make_undumpable()  # the worker holds the API credential; its agents run as this user
         await BaseWorker.__aenter__(self)  # not ProcessWorker's: no ad hoc Runner
         stack = self._exit_stack
-        preload = (*forking.DEFAULT_PRELOAD, *load_settings().worker.preload)
-        self._forkserver = await stack.enter_async_context(forking.shared_forkserver(preload))
+        settings = load_settings()
+        preload = (*forking.DEFAULT_PRELOAD, *settings.worker.preload)
+        self._forkserver = await stack.enter_async_context(
+            forking.shared_forkserver(preload, forking.run_records_dir(settings))
+        )
         self._executor_ctx = await stack.enter_async_context(FlowRunExecutorContext())
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._wake_on_events)

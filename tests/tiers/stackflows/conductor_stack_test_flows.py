@@ -17,6 +17,22 @@ from typing import Any
 from prefect import flow
 
 
+def _argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode() for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 @flow(name="conductor-stack-test-sleep", persist_result=False)
 async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
@@ -35,6 +51,8 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
         "start": started,
         "end": finished,
         "pid": os.getpid(),
+        "parent_argv": _argv(os.getppid()),
+        "parent_name": _name(os.getppid()),
         "conductor_file": claude_conductor.__file__,
         "cwd": os.getcwd(),
         "cwd_entries": sorted(os.listdir()),

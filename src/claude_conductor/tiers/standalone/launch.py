@@ -104,8 +104,10 @@ def _base(base_env: Mapping[str, str], settings: ConductorSettings) -> dict[str,
 
 
 def server_argv(settings: ConductorSettings, python: str = sys.executable) -> list[str]:
+    """``prefect server start``, through ``tiers.standalone.server`` (SQLite transactions
+    begun IMMEDIATE: concurrent writers wait instead of being refused)."""
     return [
-        python, "-m", "prefect", "server", "start",
+        python, "-m", "claude_conductor.tiers.standalone.server",
         "--host", settings.server.host,
         "--port", str(settings.server.port),
         "--analytics-off",

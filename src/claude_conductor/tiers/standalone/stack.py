@@ -106,16 +106,13 @@ def _wait_server(settings: ConductorSettings, timeout_seconds: float) -> None:
         )
 
 
-async def _ensure_pools(settings: ConductorSettings) -> None:
-    async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
-        await ensure_pools(client, settings)
-
-
-async def _register_and_wait(
+async def _prepare_and_wait(
     settings: ConductorSettings, workers: dict[str, processes.Daemon], timeout_seconds: float
 ) -> None:
-    """Register the deployments while new workers boot, then wait for the workers."""
+    """Create or update the pools and register the deployments while new workers boot (they
+    wait for their pools), then wait for the workers."""
     async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
+        await ensure_pools(client, settings)
         await apply_deployments(client, settings)
     if workers:
         await _wait_workers(settings, workers, timeout_seconds)
@@ -220,45 +217,56 @@ def _up(
 
     started: list[str] = []
     already: list[str] = []
+    new_workers: dict[str, processes.Daemon] = {}
+    extra = dict(worker_extra_env or {})
+
+    def start_worker() -> None:
+        step(f"starting {launch.WORKER}")
+        new_workers[launch.WORKER] = processes.start_daemon(
+            settings,
+            launch.WORKER,
+            launch.worker_argv(settings),
+            env=launch.worker_env(settings, env, extra),
+            cwd=_worker_cwd(settings),
+        )
+        started.append(launch.WORKER)
+
     try:
+        clean = teardown.take_clean_stop(settings)
         if processes.is_running(settings, launch.SERVER):
             already.append(launch.SERVER)
         else:
             step("starting the Prefect server")
             _start_server(settings, env)
             started.append(launch.SERVER)
-        step(f"waiting for the Prefect server at {launch.local_api_url(settings)}")
-        _wait_server(settings, remaining())
-        step("creating the work pools and queues")
-        run_sync(_ensure_pools(settings))
-        # The whole stack died (the server too): no process will report on its runs. When
-        # only the worker died, its successor adopts or ends them itself (work_pools.worker).
-        workers_alive = processes.is_running(settings, launch.WORKER)
-        server_restarted = launch.SERVER in started
-        if server_restarted and not workers_alive and not teardown.flow_run_processes(settings):
-            step("checking for runs an unclean stop left in flight")
-            teardown.crash_interrupted_runs(settings)
-        extra = dict(worker_extra_env or {})
         if offline_model:
             step("starting the scripted model")
             url, new = addons.ensure_scripted_model(settings, env, remaining())
             (started if new else already).append(addons.SCRIPTED_MODEL)
             extra.update(addons.model_env(url))
-        new_workers: dict[str, processes.Daemon] = {}
         _stop_old_workers(settings)
-        name = launch.WORKER
-        if _keep_worker(settings, name, offline_model=offline_model, env=env):
-            already.append(name)
-        else:
-            step(f"starting {name}")
-            new_workers[name] = processes.start_daemon(
-                settings,
-                name,
-                launch.worker_argv(settings),
-                env=launch.worker_env(settings, env, extra),
-                cwd=_worker_cwd(settings),
-            )
-            started.append(name)
+        worker_alive = processes.is_running(settings, launch.WORKER)
+        # The whole stack died (the server too) without `down`: no process will report on
+        # its runs, so they are ended before a worker starts. When only the worker died, its
+        # successor adopts or ends them itself (work_pools.worker).
+        check_runs = (
+            launch.SERVER in started
+            and not worker_alive
+            and not clean
+            and not teardown.flow_run_processes(settings)
+        )
+        if not worker_alive and not check_runs:
+            start_worker()  # now: its imports overlap the server's start; it waits for the API
+        step(f"waiting for the Prefect server at {launch.local_api_url(settings)}")
+        _wait_server(settings, remaining())
+        if check_runs:
+            step("checking for runs an unclean stop left in flight")
+            teardown.crash_interrupted_runs(settings)
+        if launch.WORKER not in new_workers:
+            if _keep_worker(settings, launch.WORKER, offline_model=offline_model, env=env):
+                already.append(launch.WORKER)
+            else:
+                start_worker()
         board = None
         if settings.dashboard.enabled if dashboard is None else dashboard:
             step("starting the dashboard")
@@ -268,9 +276,10 @@ def _up(
             elif processes.is_running(settings, addons.DASHBOARD):
                 already.append(addons.DASHBOARD)
         step(
-            "registering the deployments" + (" and waiting for the workers" if new_workers else "")
+            "creating the work pools and registering the deployments"
+            + (" while the worker starts" if new_workers else "")
         )
-        run_sync(_register_and_wait(settings, new_workers, remaining()))
+        run_sync(_prepare_and_wait(settings, new_workers, remaining()))
         if board is not None:
             step("waiting for the dashboard")
             addons.wait_dashboard(settings, board, remaining())
