@@ -75,6 +75,12 @@ class AgentSettings(BaseModel):
     extra_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for every agent process."
     )
+    credentials_block: str | None = Field(
+        default=None,
+        description="Name of an `anthropic-credentials` Prefect block (the API key and base "
+        "URL, kept on the Prefect server): when set, agents get their model credentials from "
+        "it instead of the worker's ANTHROPIC_* variables.",
+    )
 
 
 class ServerSettings(BaseModel):
