@@ -25,6 +25,7 @@ from claude_conductor.agents.argv import find_claude
 from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.credentials import AnthropicCredentials
 from claude_conductor.demo.scripted_model import ScriptedModel
+from claude_conductor.errors import ConductorError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers import standalone
 from helpers import make_repo
@@ -65,7 +66,10 @@ class SurfaceStack:
 def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except ConductorError:  # a busy machine: the API answered too slowly this time
+            value = None
         if value:
             return value
         time.sleep(0.5)

@@ -45,6 +45,7 @@ from claude_conductor.work_pools import deployments
 from claude_conductor.work_pools.pools import pool_name, queue_for_priority
 
 __all__ = [
+    "MAX_SCHEDULED_RUNS",
     "SCHEDULE_TAG",
     "ScheduleInfo",
     "Timing",
@@ -58,6 +59,9 @@ __all__ = [
     "set_schedule_active",
 ]
 
+MAX_SCHEDULED_RUNS = 3
+"""Runs Prefect keeps created ahead per schedule (its default, 50, would fill the task list
+with waiting runs); the scheduler tops them up as they start."""
 SCHEDULE_TAG = "scheduled"
 """The deployment tag every schedule carries (the nightly review's too)."""
 _FLOWS = {d.flow_name: d for d in (deployments.TASK_DEPLOYMENT, deployments.FANOUT_DEPLOYMENT)}
@@ -355,7 +359,14 @@ async def add_schedule(
         parameter_openapi_schema=deployments.spec_parameter_schema(),
         enforce_parameter_schema=True,
         pull_steps=deployments.PULL_STEPS,
-        schedules=[DeploymentScheduleCreate(schedule=schedule, active=True, slug=name)],
+        schedules=[
+            DeploymentScheduleCreate(
+                schedule=schedule,
+                active=True,
+                slug=name,
+                max_scheduled_runs=MAX_SCHEDULED_RUNS,
+            )
+        ],
         paused=False,
     )
     created = await client.read_deployment(deployment_id)
