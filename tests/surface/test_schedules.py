@@ -83,6 +83,12 @@ def test_names_and_ids() -> None:
     fan = TaskSpec.model_validate({"prompt": "p", "subtasks": [{"id": "s-one", "prompt": "q"}]})
     with pytest.raises(InputError, match=r"field 'subtasks\.0\.id'"):
         scheduled_parameters(fan)
+    fan = TaskSpec.model_validate({"repo": "/r", "subtasks": [{"prompt": "q"}]})
+    fanned = scheduled_parameters(fan)["spec"]
+    assert fanned["subtasks"] == [{"prompt": "q"}]
+    sub = TaskSpec.model_validate(fanned).expanded_subtasks()[0]
+    assert sub.id.endswith("-s1") and sub.repo == "/r"  # a fresh id per run; inherits repo
+    assert params["kind"] == "generic" and params["timeout_seconds"] == 900
 
 
 # ------------------------------------------------------------------ on the real stack
@@ -191,8 +197,11 @@ def test_schedule_fires_on_prefects_scheduler_then_pause_and_remove(
         300,
         "a scheduled run to complete",
     )
-    rows = surface_stack.cli_json("tasks", "list", "--limit", "100")
-    row = next(r for r in rows if r["flow_run_id"] == done[0])
+    # Prefect keeps an hour of a 15 s schedule's runs ahead (at most 100), newest first.
+    rows = surface_stack.cli_json("tasks", "list", "--limit", "200")
+    mine = [r for r in rows if r["flow_run_id"] == done[0]]
+    assert mine, (done, [(r["flow_run_id"], r["state"], r["title"]) for r in rows])
+    row = mine[0]
     assert (row["state"], row["title"]) == ("Completed", "Scheduled tick")
     assert row["kind"] == "generic" and row["repo"] == str(surface_stack.repo)
     branches = git(surface_stack.repo, "branch", "--list", "conductor/*").split()

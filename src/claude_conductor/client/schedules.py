@@ -8,6 +8,9 @@ Each schedule is its own deployment of Conductor's flow (``conductor-task/<name>
 ``conductor up`` re-registers that one, and re-registering a deployment replaces all of its
 schedules. The task carries no id: every run gets a fresh one (and its own branch).
 
+Prefect's scheduler keeps runs created ahead: at least 3 and at least an hour's worth (at most
+100), so a schedule every few minutes shows that many waiting runs in ``conductor tasks list``.
+
 Used by ``conductor schedule``, the dashboard's Schedules page and the MCP server alike.
 """
 
@@ -45,7 +48,6 @@ from claude_conductor.work_pools import deployments
 from claude_conductor.work_pools.pools import pool_name, queue_for_priority
 
 __all__ = [
-    "MAX_SCHEDULED_RUNS",
     "SCHEDULE_TAG",
     "ScheduleInfo",
     "Timing",
@@ -59,9 +61,6 @@ __all__ = [
     "set_schedule_active",
 ]
 
-MAX_SCHEDULED_RUNS = 3
-"""Runs Prefect keeps created ahead per schedule (its default, 50, would fill the task list
-with waiting runs); the scheduler tops them up as they start."""
 SCHEDULE_TAG = "scheduled"
 """The deployment tag every schedule carries (the nightly review's too)."""
 _FLOWS = {d.flow_name: d for d in (deployments.TASK_DEPLOYMENT, deployments.FANOUT_DEPLOYMENT)}
@@ -192,7 +191,12 @@ def scheduled_parameters(spec: TaskSpec) -> dict[str, Any]:
                 field=path,
                 value=task.id,
             )
-    return {"spec": spec.model_dump(mode="json", exclude_unset=True, exclude={"id"})}
+    data = spec.model_dump(mode="json", exclude={"id"})
+    # Subtasks as given: what they leave unset (id, repo, limits) they inherit at each run.
+    data["subtasks"] = [
+        sub.model_dump(mode="json", exclude_unset=True, exclude={"id"}) for sub in spec.subtasks
+    ]
+    return {"spec": data}
 
 
 class ScheduleInfo(BaseModel):
@@ -359,14 +363,7 @@ async def add_schedule(
         parameter_openapi_schema=deployments.spec_parameter_schema(),
         enforce_parameter_schema=True,
         pull_steps=deployments.PULL_STEPS,
-        schedules=[
-            DeploymentScheduleCreate(
-                schedule=schedule,
-                active=True,
-                slug=name,
-                max_scheduled_runs=MAX_SCHEDULED_RUNS,
-            )
-        ],
+        schedules=[DeploymentScheduleCreate(schedule=schedule, active=True, slug=name)],
         paused=False,
     )
     created = await client.read_deployment(deployment_id)
