@@ -153,6 +153,11 @@ def test_bad_options_name_the_option_and_create_nothing(
     assert out.returncode == run.returncode == 2
     assert out.stderr == run.stderr and "priority" in out.stderr
     assert _names(surface_stack) == before
+    # The nightly review example stays off until its repository is set.
+    out = surface_stack.cli("schedule", "resume", "nightly-review")
+    assert out.returncode == 2 and "/path/to/your/repository" in out.stderr, out.stderr
+    nightly = {s["name"]: s for s in surface_stack.cli_json("schedule", "list")}["nightly-review"]
+    assert nightly["active"] is False
 
 
 @pytest.mark.integration

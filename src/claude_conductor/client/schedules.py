@@ -16,6 +16,7 @@ Used by ``conductor schedule``, the dashboard's Schedules page and the MCP serve
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 from datetime import datetime, timedelta
@@ -40,10 +41,12 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from claude_conductor.client.submission import check_sources
 from claude_conductor.errors import InputError, NotFoundError
 from claude_conductor.flows.fanout import submission_tags
 from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.taskfile import parse_task
 from claude_conductor.work_pools import deployments
 from claude_conductor.work_pools.pools import pool_name, queue_for_priority
 
@@ -391,11 +394,29 @@ async def _drop_pending_runs(client: PrefectClient, deployment_id: UUID) -> int:
     return dropped
 
 
+def _check_runnable(d: DeploymentResponse) -> None:
+    """Before resuming: its task is valid and its repository is there (the nightly review
+    example names ``/path/to/your/repository`` until it is set)."""
+    data = (d.parameters or {}).get("spec") or {}
+    try:
+        spec = parse_task(data, source=f"schedule {d.name!r}")
+        check_sources(spec)
+    except InputError as exc:
+        raise InputError(
+            f"schedule {d.name!r} cannot run as it is: {exc}; schedule a task file of yours "
+            "instead (`conductor schedule add task.yaml --cron ...`)",
+            field="repo",
+            value=data.get("repo"),
+        ) from exc
+
+
 async def set_schedule_active(client: PrefectClient, name: str, active: bool) -> ScheduleInfo:
     """Pause (no new runs; the ones waiting to start are dropped) or resume a schedule."""
     _, d = await find_schedule(client, name)
     if not d.schedules:
         raise InputError(f"deployment {name!r} has no schedule to pause or resume", field="name")
+    if active:
+        await asyncio.to_thread(_check_runnable, d)
     for item in d.schedules:
         await client.update_deployment_schedule(d.id, item.id, active=active)
     if active and d.paused:
