@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psutil
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from surface_stack import SurfaceStack, wait_for
@@ -132,3 +133,17 @@ async def test_tools_submit_read_diff_cancel_and_errors(surface_stack: SurfaceSt
         again = await _call(session, "retry_task", task_id=task_id)
         assert again["retry_of"] == task_id and again["task_id"] != task_id
         await _call(session, "cancel_task", task_id=again["task_id"])
+        servers = _mcp_servers(surface_stack)
+        assert len(servers) == 1
+    # Closing the session ends the server process.
+    wait_for(lambda: not any(processes.pid_alive(p) for p in servers), 30, "the server to exit")
+
+
+def _mcp_servers(stack: SurfaceStack) -> list[int]:
+    """`conductor mcp` processes started in the stack's repository (by these tests)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd[-2:] == ["claude_conductor.cli.main", "mcp"] and proc.info["cwd"] == str(stack.repo):
+            found.append(proc.info["pid"])
+    return found
