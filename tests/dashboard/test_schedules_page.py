@@ -3,6 +3,7 @@ it lists a schedule, resumes and pauses it, and removes it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from claude_conductor.dashboard.cache import clear_cache
 from claude_conductor.dashboard.schedules import schedules_frame
 from claude_conductor.models import TaskSpec
 from claude_conductor.settings import ConductorSettings
+from helpers import make_repo
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +39,11 @@ def _rows(at: AppTest) -> dict[str, dict[str, Any]]:
 
 
 def test_schedules_page_lists_pauses_resumes_and_removes(
-    conductor_env: dict[str, str], settings: ConductorSettings, seeded: Any
+    conductor_env: dict[str, str], settings: ConductorSettings, seeded: Any, tmp_path: Path
 ) -> None:
+    repo = str(make_repo(tmp_path / "app"))  # resuming checks that the repository is there
     spec = TaskSpec.model_validate(
-        {"kind": "code_review", "title": "Weekly review", "prompt": "Review", "repo": "/srv/app"}
+        {"kind": "code_review", "title": "Weekly review", "prompt": "Review", "repo": repo}
     )
 
     async def create() -> None:

@@ -209,7 +209,9 @@ def test_schedule_fires_on_prefects_scheduler_then_pause_and_remove(
     row = mine[0]
     assert (row["state"], row["title"]) == ("Completed", "Scheduled tick")
     assert row["kind"] == "generic" and row["repo"] == str(surface_stack.repo)
-    branches = git(surface_stack.repo, "branch", "--list", "conductor/*").split()
+    branches = git(
+        surface_stack.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/conductor/"
+    ).split()
     assert any("tick.txt" in git(surface_stack.repo, "ls-tree", "--name-only", b) for b in branches)
 
     # Pause: no run is created or started any more.
