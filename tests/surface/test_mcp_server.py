@@ -5,9 +5,12 @@ cancelled, and clear tool errors for bad arguments."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -15,7 +18,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from surface_stack import SurfaceStack, wait_for
 
-from claude_conductor.demo.script_steps import stall, text, tool_use
+from claude_conductor.demo.script_steps import last_tool_result, stall, text, tool_use
 from claude_conductor.system import processes
 from helpers import claude_pids_for, git
 
@@ -147,3 +150,65 @@ def _mcp_servers(stack: SurfaceStack) -> list[int]:
         if cmd[-2:] == ["claude_conductor.cli.main", "mcp"] and proc.info["cwd"] == str(stack.repo):
             found.append(proc.info["pid"])
     return found
+
+
+def test_claude_code_adds_the_server_as_documented_and_its_agent_submits_a_task(
+    surface_stack: SurfaceStack, tmp_path: Path, claude_path: Path
+) -> None:
+    """`claude mcp add conductor -- conductor mcp` (the README's line), then a real Claude
+    Code agent (its model scripted) calls `submit_task` and gets the finished task back."""
+    model = surface_stack.model
+    inner = model.add_script(
+        "mcp-inner",
+        [tool_use("Write", {"file_path": "inner.txt", "content": "from an agent\n"}), text("Ok.")],
+    )
+    outer = model.add_script(
+        "mcp-outer",
+        [
+            # Claude Code defers MCP tools: a model loads their schema first, then calls them.
+            tool_use("ToolSearch", {"query": "select:mcp__conductor__submit_task"}),
+            tool_use(
+                "mcp__conductor__submit_task",
+                {"prompt": f"write inner.txt {inner}", "title": "Inner", "wait_seconds": 240},
+            ),
+            text("Conductor ran it."),
+        ],
+    )
+    bin_dir = tmp_path / "bin"  # `conductor` on PATH, as after `pip install`
+    bin_dir.mkdir()
+    (bin_dir / "conductor").symlink_to(Path(sys.executable).parent / "conductor")
+    env = {
+        **surface_stack.env,
+        "PATH": f"{bin_dir}{os.pathsep}{surface_stack.env.get('PATH', os.defpath)}",
+        "CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+        "ANTHROPIC_BASE_URL": model.url,  # the outer agent's own model
+        "ANTHROPIC_API_KEY": "sk-outer-agent-key-000000000000",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # The scripted model answers at once; a real one takes longer than the server takes
+        # to connect. Connect before the first request, so the test does not race it.
+        "MCP_CONNECTION_NONBLOCKING": "false",
+    }
+
+    def claude(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(claude_path), *args], cwd=surface_stack.repo, env=env,
+            capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+
+    added = claude("mcp", "add", "conductor", "--", "conductor", "mcp")
+    assert added.returncode == 0, added.stderr
+    listed = claude("mcp", "list")
+    assert "conductor" in listed.stdout and "Connected" in listed.stdout, listed
+
+    ran = claude(
+        "-p", f"Have Conductor write inner.txt {outer}", "--output-format", "json",
+        "--allowedTools", "mcp__conductor__submit_task", "--max-turns", "5",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["result"] == "Conductor ran it."
+    answered = model.messages_requests("mcp-outer")[-1].body
+    result = last_tool_result(answered)
+    assert result is not None and not result[1], result
+    task = json.loads(result[0])
+    assert task["status"] == "succeeded" and task["title"] == "Inner"
+    assert git(surface_stack.repo, "show", f"{task['branch']}:inner.txt") == "from an agent\n"
