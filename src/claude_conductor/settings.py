@@ -189,6 +189,12 @@ class AgentSettings(BaseModel):
         default_factory=KubernetesPlacementSettings,
         description="The `kubernetes` placement: namespace, image, resources, template.",
     )
+    credentials_block: str | None = Field(
+        default=None,
+        description="Name of an `anthropic-credentials` Prefect block (the API key and base "
+        "URL, kept on the Prefect server): when set, agents get their model credentials from "
+        "it instead of the worker's ANTHROPIC_* variables.",
+    )
 
 
 class ServerSettings(BaseModel):

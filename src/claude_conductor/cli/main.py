@@ -45,7 +45,18 @@ def _register() -> None:
 
     run.register(app)
     demo.register(app)
-    for name in ("stack", "tasks", "agents", "config", "dashboard", "metrics", "deploy", "backup"):
+    for name in (
+        "stack",
+        "tasks",
+        "schedule",
+        "agents",
+        "config",
+        "dashboard",
+        "metrics",
+        "deploy",
+        "backup",
+        "mcp",
+    ):
         try:
             module = __import__(f"claude_conductor.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

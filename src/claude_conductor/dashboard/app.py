@@ -81,6 +81,7 @@ def main() -> None:
         st.Page("views/tasks.py", title="Tasks", icon=":material/list_alt:"),
         st.Page("views/submit.py", title="Submit", icon=":material/add_task:"),
         st.Page("views/agents.py", title="Agents", icon=":material/smart_toy:"),
+        st.Page("views/schedules.py", title="Schedules", icon=":material/event_repeat:"),
         st.Page("views/settings.py", title="Settings", icon=":material/settings:"),
     ]
     if not _signed_in(settings):

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from claude_conductor.client.diffs import diff_from_report, read_patch
+
 __all__ = [
     "FileDiff",
     "TranscriptEntry",
@@ -239,25 +241,6 @@ def transcript_from_log_messages(messages: Iterable[str]) -> list[TranscriptEntr
         else:
             entries.append(TranscriptEntry("log", line))
     return entries
-
-
-def read_patch(path: str | None) -> str | None:
-    """The text of a ``.patch`` file, or None when there is none or it cannot be read."""
-    if not path:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-_DIFF_BLOCK = re.compile(r"^## Diff\s*\n+```diff\n(.*?)\n```\s*$", re.DOTALL | re.MULTILINE)
-
-
-def diff_from_report(markdown: str) -> str:
-    """The diff block of a task's markdown report (``## Diff`` then a ```diff fence)."""
-    found = _DIFF_BLOCK.search(markdown or "")
-    return found.group(1) + "\n" if found else ""
 
 
 @dataclass(frozen=True)

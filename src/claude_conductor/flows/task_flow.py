@@ -11,7 +11,6 @@ Completed named "NeedsAttention", failed/timed_out -> Failed, cancelled -> Cance
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +22,7 @@ from prefect.states import Cancelled, Completed, Failed
 
 from claude_conductor.agents.argv import redact
 from claude_conductor.agents.process import kill_registered_groups
+from claude_conductor.credentials import agent_base_env
 from claude_conductor.errors import AgentError, InputError
 from claude_conductor.flows import steps
 from claude_conductor.flows.identity import adopt_flow_run
@@ -66,7 +66,7 @@ async def prepare_workspace(spec: TaskSpec) -> Workspace:
 @task(name="run-agent", cache_policy=NO_CACHE)
 async def run_work(spec: TaskSpec, ws: Workspace) -> steps.WorkOutcome:
     logger = get_run_logger()
-    env = dict(os.environ)
+    env = await agent_base_env(load_settings())  # the credentials block, when one is set
 
     def on_event(event: AgentEvent) -> None:
         logger.info("agent %s", redact(event.describe(), env))

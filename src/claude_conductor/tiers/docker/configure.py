@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client
+from claude_conductor.credentials import register_block_types
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings, load_settings
 from claude_conductor.work_pools import pools
@@ -322,6 +323,7 @@ async def configure(settings: ConductorSettings, spec: AgentContainerSpec) -> li
         done.append(f"coordinator pool {coordinators.name}: {coordinators.concurrency_limit} slots")
         ids = await apply_deployments(client, settings)
         done.append("deployments: " + ", ".join(sorted(ids)))
+        await register_block_types(client)
         await ensure_zombie_automation(client)
         done.append(f"automation: {ZOMBIE_AUTOMATION}")
     return done

@@ -18,6 +18,7 @@ from typing import Any
 
 from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client, run_sync
+from claude_conductor.credentials import register_block_types
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
@@ -114,6 +115,7 @@ async def _prepare_and_wait(
     async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
         await ensure_pools(client, settings)
         await apply_deployments(client, settings)
+        await register_block_types(client)
     if workers:
         await _wait_workers(settings, workers, timeout_seconds)
 
