@@ -95,6 +95,7 @@ class ProcessPlacement:
 
 _IMPLEMENTATIONS: dict[str, str] = {
     "process": "claude_conductor.agents.placement:ProcessPlacement",
+    "docker": "claude_conductor.agents.docker_placement:DockerPlacement",
 }
 """``agent.placement`` value -> ``module:class`` (a class taking the settings), imported only
 when that placement is used, so the process tier never pays for a docker or kubernetes client."""
