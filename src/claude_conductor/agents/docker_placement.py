@@ -15,7 +15,7 @@ The container (``conductor-agent-<task>-<role>-<hex>``) is made from settings al
 - the agents network only (internal; its only way out is the egress proxy), and the
   scrubbed environment the engine asked for plus the proxy variables: no Prefect credential.
 
-The local command is ``python -m claude_conductor.agents.docker_attach`` (the Docker SDK; the
+The local command is ``python -m claude_conductor.system.docker_attach`` (the Docker SDK; the
 image has no docker CLI). Its cleanup removes the container by name whatever happened: a killed
 attach helper would otherwise leave the container running.
 """
@@ -31,7 +31,7 @@ import socket
 import sys
 from pathlib import Path
 
-from claude_conductor.agents.docker_attach import ContainerConfig
+from claude_conductor.system.docker_attach import ContainerConfig
 from claude_conductor.agents.placement import LaunchPlan, LaunchRequest
 from claude_conductor.errors import AgentError
 from claude_conductor.settings import ConductorSettings, DockerPlacementSettings
@@ -210,7 +210,7 @@ class DockerPlacement:
 
     def plan(self, request: LaunchRequest) -> LaunchPlan:
         config = container_config(self.settings, request)
-        argv = [sys.executable, "-m", "claude_conductor.agents.docker_attach", config.to_json(),
+        argv = [sys.executable, "-m", "claude_conductor.system.docker_attach", config.to_json(),
                 "--", *request.argv]  # fmt: skip
 
         async def cleanup() -> None:

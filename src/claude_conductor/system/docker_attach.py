@@ -1,7 +1,7 @@
 """Run one container attached, like ``docker run -i --rm``, through the Docker SDK: the
 ``docker`` placement's local command (the worker image has the SDK, not the docker CLI).
 
-    python -m claude_conductor.agents.docker_attach CONFIG_JSON -- ARGV...
+    python -m claude_conductor.system.docker_attach CONFIG_JSON -- ARGV...
 
 ``CONFIG_JSON`` is a ``ContainerConfig`` (no secret in it: ``env_names`` are names, their values
 come from this process's environment). The container's stdout and stderr are this process's;
@@ -221,7 +221,7 @@ def main(args: list[str] | None = None) -> int:
     args = sys.argv[1:] if args is None else args
     if len(args) < 3 or args[1] != "--":
         return _fail(
-            "usage: python -m claude_conductor.agents.docker_attach CONFIG_JSON -- ARGV..."
+            "usage: python -m claude_conductor.system.docker_attach CONFIG_JSON -- ARGV..."
         )
     try:
         config = ContainerConfig.from_json(args[0])
