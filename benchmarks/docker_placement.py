@@ -81,11 +81,23 @@ def main() -> int:
             process = get_placement(ConductorSettings.model_validate(base))
             docker = get_placement(
                 ConductorSettings.model_validate(
-                    {**base, "agent": {"placement": "docker", "docker": {
-                        "network": network, "image": args.image, "user": f"{uid}:{uid}"}}}
+                    {
+                        **base,
+                        "agent": {
+                            "placement": "docker",
+                            "docker": {
+                                "network": network,
+                                "image": args.image,
+                                "user": f"{uid}:{uid}",
+                            },
+                        },
+                    }
                 )  # fmt: skip
             )
-            rows = {"process": _time(process, ws, args.runs), "docker": _time(docker, ws, args.runs)}
+            rows = {
+                "process": _time(process, ws, args.runs),
+                "docker": _time(docker, ws, args.runs),
+            }
     finally:
         subprocess.run(["docker", "network", "rm", network], capture_output=True)
     load = os.getloadavg()
@@ -94,7 +106,9 @@ def main() -> int:
           f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, python {sys.version.split()[0]}")  # fmt: skip
     print("| placement | median s | min s | max s |\n|---|---|---|---|")
     for name, values in rows.items():
-        print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+        print(
+            f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |"
+        )
     return 0
 
 

@@ -114,7 +114,7 @@ class Stack:
         return f"http://127.0.0.1:{self.opts.http_port}"
 
     def cli(
-        self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """The `conductor` command as a user runs it, pointed at this stack by `up`."""
         return subprocess.run(

@@ -31,10 +31,10 @@ import socket
 import sys
 from pathlib import Path
 
-from claude_conductor.system.docker_attach import ContainerConfig
 from claude_conductor.agents.placement import LaunchPlan, LaunchRequest
 from claude_conductor.errors import AgentError
 from claude_conductor.settings import ConductorSettings, DockerPlacementSettings
+from claude_conductor.system.docker_attach import ContainerConfig
 
 __all__ = [
     "AGENT_HOME",
