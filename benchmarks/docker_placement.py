@@ -92,7 +92,7 @@ def main() -> int:
                             },
                         },
                     }
-                )  # fmt: skip
+                )
             )
             rows = {
                 "process": _time(process, ws, args.runs),
