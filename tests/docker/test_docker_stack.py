@@ -554,10 +554,10 @@ def test_a_killed_worker_reruns_tasks_with_retries_and_crashes_the_others(
     containers go on). When it comes back it removes those containers, runs again the task
     that has retries left, and ends the other Crashed saying the worker died."""
     again = _submit(stack, {"kind": "command", "title": "again", "repo": str(demo_repo),
-                            "command": "sleep 8 && echo slept", "retries": 1}, "again")  # fmt: skip
+                            "command": "sleep 60 && echo slept", "retries": 1}, "again")  # fmt: skip
     lost = _submit(stack, {"kind": "command", "title": "lost", "repo": str(demo_repo),
                            "command": "sleep 600"}, "lost")  # fmt: skip
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while not (_task_containers(again) and _task_containers(lost)):
         assert time.monotonic() < deadline, "the two agent containers never started"
         time.sleep(0.3)

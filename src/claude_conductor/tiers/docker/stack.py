@@ -311,13 +311,22 @@ def status(settings: ConductorSettings, opts: DockerOptions | None = None) -> St
     return info.model_copy(update={"daemons": daemons})
 
 
-async def _hold_and_crash(settings: ConductorSettings, opts: DockerOptions, grace: float) -> int:
+async def _hold_and_crash(
+    settings: ConductorSettings,
+    opts: DockerOptions,
+    grace: float,
+    stop_engines: Callable[[], object],
+) -> int:
+    """Hold the agent pool, stop the engines (the worker: none can start another agent
+    container, e.g. for a retry, behind our back), then their agent containers, then mark what
+    is left of their runs Crashed."""
     from prefect.client.schemas.actions import WorkPoolUpdate
 
     from claude_conductor.tiers.standalone.teardown import crash_leftover_runs
 
     async with conductor_client(settings) as client:
         await client.update_work_pool(settings.worker.pool, WorkPoolUpdate(is_paused=True))
+        await asyncio.to_thread(stop_engines)
         await asyncio.to_thread(_stop_agents, opts, grace)
         return await crash_leftover_runs(settings, client)
 
@@ -357,9 +366,21 @@ def down(
         return []
     compose_dir = find_compose_dir(opts)
     stopped = [d for d in _service_statuses(compose_dir, files) if d.running]
+
+    def stop_engines() -> object:
+        return _run(
+            compose_argv(compose_dir, files, "stop", "--timeout", str(int(grace_seconds)),
+                         "worker", overrides=stack_overrides(files)),
+            env_file=files.env_file,
+            timeout_seconds=grace_seconds + 120,
+            check=False,
+        )  # fmt: skip
+
     try:
         count = run_sync(
-            _hold_and_crash(client_settings(settings, opts, files), opts, grace_seconds)
+            _hold_and_crash(
+                client_settings(settings, opts, files), opts, grace_seconds, stop_engines
+            )
         )
         if count:
             logger.info("marked %d interrupted flow runs Crashed", count)
