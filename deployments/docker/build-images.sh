@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the docker tier's two images with the classic builder (no BuildKit/buildx needed):
 #   claude-conductor:<version> (+ :latest)   every Conductor role, from Dockerfile
-#   claude-conductor-infra:latest             PostgreSQL, Redis and nginx, from infra.Dockerfile
+#   claude-conductor-infra:latest             PostgreSQL, Redis, nginx, tinyproxy (infra.Dockerfile)
+# CONDUCTOR_IMAGE_TAG=x builds claude-conductor:x and claude-conductor-infra:x instead (e.g. to
+# test a branch on an engine other people use; point CONDUCTOR_DOCKER__IMAGE/INFRA_IMAGE at them).
 # The build host's CA bundle ($SSL_CERT_FILE) is copied into the context for the build only
 # (an HTTPS-intercepting proxy needs it) and removed afterwards; it is never committed.
 set -euo pipefail
@@ -13,7 +15,8 @@ export DOCKER_BUILDKIT=0
 base=${CONDUCTOR_BASE_IMAGE:-conductor-base:bookworm}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 image=${CONDUCTOR_IMAGE_NAME:-claude-conductor}
-infra=${CONDUCTOR_INFRA_IMAGE:-claude-conductor-infra:latest}
+tag=${CONDUCTOR_IMAGE_TAG:-}
+infra=${CONDUCTOR_INFRA_IMAGE:-claude-conductor-infra:${tag:-latest}}
 
 bundle="$here/ca-bundle.crt"
 made_bundle=
@@ -35,5 +38,9 @@ build() {  # build NAME ARGS...: quiet unless it fails
   rm -f "$out"
 }
 build "$infra" -f deployments/docker/infra.Dockerfile -t "$infra" deployments/docker
-build "$image:$version" -f deployments/docker/Dockerfile -t "$image:$version" -t "$image:latest" .
+if [ -n "$tag" ]; then
+  build "$image:$tag" -f deployments/docker/Dockerfile -t "$image:$tag" .
+else
+  build "$image:$version" -f deployments/docker/Dockerfile -t "$image:$version" -t "$image:latest" .
+fi
 log "done: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($image|${infra%%:*}):" | tr '\n' ' ')"

@@ -17,6 +17,7 @@ put() {  # put NAME VALUE: only when missing
 put postgres_password "$(random 32)"
 put prefect_auth "conductor:$(random 32)"
 put dashboard_password "$(random 24)"
+put redis_password "$(random 32)"
 if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
   printf '%s\n' "$ANTHROPIC_API_KEY" >"$dir/anthropic_api_key"
 fi

@@ -33,6 +33,7 @@ __all__ = [
     "AgentSettings",
     "ConductorSettings",
     "DashboardSettings",
+    "DockerPlacementSettings",
     "KubernetesPlacementSettings",
     "ServerSettings",
     "WorkerSettings",
@@ -52,6 +53,63 @@ def default_home() -> Path:
 def config_path(home: Path | None = None) -> Path:
     """``<home>/config.yaml`` (read and written only through ``claude_conductor.config_file``)."""
     return config_file.config_path(home or default_home())
+
+
+class DockerPlacementSettings(BaseModel):
+    """How the ``docker`` placement runs an agent: its own sibling container per launch
+    (``agent.placement: docker``; the docker tier's worker sets these). Nothing a task or a
+    job variable sets changes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(
+        default="claude-conductor:latest",
+        description="Image of agent containers: it must have the `claude` binary at the same "
+        "path as the engine's (the docker tier uses its one Conductor image).",
+    )
+    network: str | None = Field(
+        default=None,
+        description="Docker network of agent containers (the docker tier's internal "
+        "`<stack>-agents`); required: an agent never lands on Docker's default bridge.",
+    )
+    user: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]*:[0-9]+$",
+        description="uid:gid agent containers run as; default the engine's own (never root: "
+        "the worktree it writes belongs to the engine's user).",
+    )
+    memory: str = Field(
+        default="2g",
+        pattern=r"^[1-9][0-9]*[kmgKMG]?$",
+        description="Memory of one agent container, swap included (e.g. 2g).",
+    )
+    cpus: float = Field(default=1.0, gt=0, le=256, description="CPUs of one agent container.")
+    pids_limit: int = Field(
+        default=512, ge=16, description="Most processes and threads in one agent container."
+    )
+    tmp_size: str = Field(
+        default="512m",
+        pattern=r"^[1-9][0-9]*[kmgKMG]?$",
+        description="Size of each tmpfs (/tmp and the agent's HOME); counts against memory.",
+    )
+    proxy_url: str | None = Field(
+        default=None,
+        description="Egress proxy given to agents as HTTPS_PROXY/HTTP_PROXY (the docker tier's "
+        "allow-list proxy); None: no proxy variables.",
+    )
+    no_proxy: list[str] = Field(
+        default_factory=list,
+        description="Hosts agents reach without the proxy (NO_PROXY), e.g. the offline model.",
+    )
+    stack: str = Field(
+        default="",
+        description="Value of the `io.claude-conductor.stack` label on agent containers (how "
+        "`conductor down` and a restarted worker find them).",
+    )
+    docker_host: str | None = Field(
+        default=None,
+        description="Docker engine URL; default DOCKER_HOST, else the local socket.",
+    )
 
 
 _CPU_QUANTITY = r"^([1-9][0-9]{0,5}m|[1-9][0-9]?(\.[0-9]{1,3})?)$"
@@ -194,6 +252,10 @@ class AgentSettings(BaseModel):
         description="Name of an `anthropic-credentials` Prefect block (the API key and base "
         "URL, kept on the Prefect server): when set, agents get their model credentials from "
         "it instead of the worker's ANTHROPIC_* variables.",
+    )
+    docker: DockerPlacementSettings = Field(
+        default_factory=DockerPlacementSettings,
+        description="The `docker` placement's container: image, network, user, limits, proxy.",
     )
 
 

@@ -18,11 +18,14 @@ class _Overloaded(http.server.BaseHTTPRequestHandler):
     """Answers /health (so the CLI's quick check passes) and 503 to everything else, as
     Prefect's server does when SQLite stays locked."""
 
+    status = 503
+    failure = b'{"exception_message": "Service Unavailable"}'
+
     def _answer(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         ok = self.path.endswith("/health")
-        body = b"true" if ok else b'{"exception_message": "Service Unavailable"}'
-        self.send_response(200 if ok else 503)
+        body = b"true" if ok else self.failure
+        self.send_response(200 if ok else self.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -34,9 +37,18 @@ class _Overloaded(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def overloaded_api() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Overloaded)
+class _Refusing(_Overloaded):
+    """422 with a reason, as Prefect answers a job variable a locked pool does not take."""
+
+    status = 422
+    failure = (
+        b'{"detail": "Error creating flow run: Validation failed for field \'env\'. '
+        b"Failure reason: Additional properties are not allowed ('env' was unexpected)\"}"
+    )
+
+
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -44,6 +56,16 @@ def overloaded_api() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def overloaded_api() -> Iterator[str]:
+    yield from _serve(_Overloaded)
+
+
+@pytest.fixture
+def refusing_api() -> Iterator[str]:
+    yield from _serve(_Refusing)
 
 
 def _conductor(home: Path, api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -74,3 +96,10 @@ def test_an_api_that_is_gone_is_one_line_and_exit_1(tmp_path: Path) -> None:
     out = _conductor(tmp_path, f"http://127.0.0.1:{port}/api", "tasks", "list")
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.count("\n") <= 3, out.stderr
+
+
+def test_a_refused_request_names_the_reason_and_exits_2(tmp_path: Path, refusing_api: str) -> None:
+    out = _conductor(tmp_path, refusing_api, "tasks", "list")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "422" in out.stderr, out.stderr
+    assert "'env' was unexpected" in out.stderr and "hunter2" not in out.stderr

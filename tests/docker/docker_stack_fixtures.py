@@ -31,11 +31,12 @@ from typing import Any
 import pytest
 import yaml
 
+from claude_conductor.agents.docker_placement import STACK_LABEL
 from claude_conductor.demo.project import make_demo_repo
+from claude_conductor.flows.identity import task_tag
 from claude_conductor.settings import ConductorSettings, load_settings
 from claude_conductor.tiers import docker
-from claude_conductor.tiers.docker.configure import STACK_LABEL
-from claude_conductor.tiers.docker.files import DockerOptions, stack_files
+from claude_conductor.tiers.docker.files import DockerOptions, docker_options, stack_files
 
 HOW_TO_GET_DOCKER = (
     "run `bash .ci/docker-setup.sh` as root: it installs Debian's docker.io and Compose v2, "
@@ -60,11 +61,19 @@ def docker_missing() -> str | None:
         return "no Docker engine answers `docker info`"
     if not _ok("docker", "compose", "version"):
         return "Docker Compose v2 (`docker compose`) is missing"
-    opts = DockerOptions()
+    opts = _images()
     for image in (opts.image, opts.infra_image):
         if not _ok("docker", "image", "inspect", image):
             return f"image {image} is not built"
     return None
+
+
+def _images() -> DockerOptions:
+    """The images to test: CONDUCTOR_DOCKER__IMAGE / __INFRA_IMAGE when set (a branch's own
+    build on a shared engine), else the defaults."""
+    return docker_options(
+        {k: v for k, v in os.environ.items() if k.endswith(("__IMAGE", "__INFRA_IMAGE"))}
+    )
 
 
 def require_docker() -> None:
@@ -106,7 +115,7 @@ class Stack:
         return f"http://127.0.0.1:{self.opts.http_port}"
 
     def cli(
-        self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """The `conductor` command as a user runs it, pointed at this stack by `up`."""
         return subprocess.run(
@@ -163,10 +172,11 @@ class Stack:
         return json.loads(data)
 
     def flow_run(self, task_id: str) -> dict[str, Any]:
-        runs = self.api(
-            "/api/flow_runs/filter", {"flow_runs": {"name": {"any_": [task_id]}}, "limit": 1}
+        runs = self.api(  # a task's run carries the tag task:<id> (flows/identity.py)
+            "/api/flow_runs/filter",
+            {"flow_runs": {"tags": {"all_": [task_tag(task_id)]}}, "limit": 1},
         )
-        assert runs, f"no flow run named {task_id} in the Prefect API"
+        assert runs, f"no flow run of task {task_id} in the Prefect API"
         run: dict[str, Any] = runs[0]
         return run
 
@@ -204,9 +214,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for k, v in os.environ.items()
         if not k.startswith(("CONDUCTOR_", "PREFECT_", "ANTHROPIC_"))
     }
+    images = _images()
     env.update(
         {
             "CONDUCTOR_HOME": str(home),
+            "CONDUCTOR_DOCKER__IMAGE": images.image,
+            "CONDUCTOR_DOCKER__INFRA_IMAGE": images.infra_image,
             "CONDUCTOR_DOCKER__STACK": name,
             "CONDUCTOR_DOCKER__HTTP_PORT": str(port),
             "CONDUCTOR_DOCKER__REPOS_DIR": str(repos),
@@ -233,7 +246,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     imported = cli(home, "config", "import", str(root / "conductor.yaml"))
     assert imported.returncode == 0, imported.stderr
 
-    opts = DockerOptions(stack=name, http_port=port, repos_dir=repos)
+    opts = DockerOptions(
+        stack=name,
+        http_port=port,
+        repos_dir=repos,
+        image=images.image,
+        infra_image=images.infra_image,
+    )
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith(("CONDUCTOR_", "ANTHROPIC_"))]:
             mp.delenv(key)
@@ -285,6 +304,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert not left, f"containers of stack {name} left behind: {left}"
     assert not volumes, f"volumes of stack {name} left behind: {volumes}"
     assert down.returncode == 0, down.stderr
+    # `down --volumes` also deletes the host-side secrets (API key, passwords) and the data.
+    assert not files.secrets_dir.exists(), list(files.secrets_dir.iterdir())
+    assert not files.folder.exists()
 
 
 def _logs(settings: ConductorSettings, opts: DockerOptions) -> None:

@@ -13,7 +13,6 @@ from claude_conductor.errors import InputError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers.docker.configure import (
     AgentContainerSpec,
-    agent_job_template,
     install_config,
     zombie_automation,
 )
@@ -26,11 +25,12 @@ from claude_conductor.tiers.docker.files import (
     ensure_secrets,
     override_files,
     read_env_file,
+    remove_stack_files,
     stack_config,
     stack_files,
     write_stack_files,
 )
-from claude_conductor.work_pools.pools import load_template
+from claude_conductor.work_pools.pools import LOCKED_JOB_VARIABLES, LOCKED_TEMPLATE, load_template
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "deployments" / "docker"
 
@@ -44,6 +44,7 @@ def _spec(**over: object) -> AgentContainerSpec:
         "CONDUCTOR_STACK": "s1",
         "CONDUCTOR_IMAGE": "claude-conductor:test",
         "CONDUCTOR_REPOS_DIR": "/srv/repos",
+        "CONDUCTOR_DATA_DIR": "/srv/conductor-data",
         "CONDUCTOR_AGENT_UID": "1000",
         "CONDUCTOR_AGENT_GID": "1000",
         "CONDUCTOR_AGENT_CPUS": "0.5",
@@ -72,14 +73,17 @@ def test_compose_env_has_no_secret_and_names_the_stack(tmp_path: Path) -> None:
     env = compose_env(settings, opts, files, offline_model=True, docker_gid=999)
     assert env["CONDUCTOR_STACK"] == "s1"
     assert env["CONDUCTOR_MODEL_URL"] == SCRIPTED_MODEL_URL
-    assert env["COMPOSE_PROFILES"] == "offline"
+    assert env["CONDUCTOR_SCRIPTED_MODEL"] == "1"
+    assert env["CONDUCTOR_NO_PROXY"] == "scripted-model"
     assert env["CONDUCTOR_REPOS_DIR"] == str((tmp_path / "repos").resolve())
     assert env["CONDUCTOR_SECRETS_DIR"] == str(files.secrets_dir)
     assert env["DOCKER_GID"] == "999"
     assert not any("PASSWORD" in k or "AUTH" in k or "KEY" in k for k in env)
     online = compose_env(settings, opts, files, offline_model=False, docker_gid=999)
     assert online["CONDUCTOR_MODEL_URL"] == "https://api.anthropic.com"
-    assert online["COMPOSE_PROFILES"] == ""
+    assert online["CONDUCTOR_SCRIPTED_MODEL"] == "0"
+    assert online["CONDUCTOR_EGRESS_ALLOW"] == "api.anthropic.com"
+    assert env["CONDUCTOR_DATA_DIR"] == str((tmp_path / "docker" / "s1" / "data").resolve())
 
 
 def test_compose_env_refuses_a_bad_stack_name(tmp_path: Path) -> None:
@@ -107,6 +111,7 @@ def test_secrets_are_made_once_and_readable_only_through_their_folder(tmp_path: 
     assert values["prefect_auth"].startswith("conductor:")
     assert len(values["postgres_password"].strip()) >= 24
     assert values["anthropic_api_key"].strip() == "sk-scripted-offline"
+    assert len(values["redis_password"].strip()) >= 24
     again = ensure_secrets(folder, anthropic_api_key="sk-ant-real", offline_model=False)
     assert again["postgres_password"].read_text() == values["postgres_password"]
     assert again["prefect_auth"].read_text() == values["prefect_auth"]
@@ -144,51 +149,29 @@ def test_spec_names_the_variable_that_is_wrong() -> None:
         _spec(CONDUCTOR_AGENT_MEMORY="lots")
 
 
-def test_job_template_renders_a_confined_agent_container() -> None:
-    """The template, rendered by prefect-docker itself, gives a non-root, read-only, limited,
-    auto-removed container on the agents network only, with the stack's volumes."""
-    worker = pytest.importorskip(
-        "prefect_docker.worker", reason="pip install 'claude-conductor[docker]' (prefect-docker)"
-    )
-    spec = _spec()
-    template = agent_job_template(spec)
-    assert set(template) == set(worker.DockerWorker.get_default_base_job_template())
-    values = {
-        name: prop["default"]
-        for name, prop in template["variables"]["properties"].items()
-        if "default" in prop
-    }
-    config = worker.DockerWorkerJobConfiguration.model_validate(
-        _render(template["job_configuration"], values)
-    )
-    assert config.image == "claude-conductor:test"
-    assert config.networks == ["s1-agents"]
-    assert config.auto_remove is True
-    assert config.privileged is False
-    assert config.mem_limit == "1g" and config.memswap_limit == "1g"
-    assert str(getattr(config.image_pull_policy, "value", config.image_pull_policy)) == "Never"
-    assert "s1-home:/var/lib/conductor" in config.volumes
-    assert "s1-agent-secrets:/run/conductor-secrets:ro" in config.volumes
-    assert "/srv/repos:/srv/repos" in config.volumes
-    kwargs = config.container_create_kwargs or {}
-    assert kwargs["user"] == "1000:1000"
-    assert kwargs["read_only"] is True
-    assert kwargs["nano_cpus"] == 500_000_000
-    assert kwargs["cap_drop"] == ["ALL"]
-    assert kwargs["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=512m"}
-    assert config.env["ANTHROPIC_BASE_URL"] == "http://scripted-model:8765"
-    assert "ANTHROPIC_API_KEY" not in config.env  # only the path of its file
-    assert config.labels["io.claude-conductor.stack"] == "s1"
-
-
-def _render(value: object, values: dict[str, object]) -> object:
+def test_the_locked_template_renders_a_plain_engine_whatever_is_asked() -> None:
+    """The docker tier's pools: rendered by Prefect's own process worker configuration, the
+    template has no command, env or working_dir to fill in, and its schema forbids others."""
+    from prefect.utilities.schema_tools import ValidationError, validate
     from prefect.utilities.templating import apply_values
+    from prefect.workers.process import ProcessJobConfiguration
 
-    return apply_values(value, values)
-
-
-def test_template_file_is_the_one_pools_load() -> None:
-    assert agent_job_template(_spec(), base=load_template("docker")) == agent_job_template(_spec())
+    template = load_template(LOCKED_TEMPLATE)
+    schema = template["variables"]
+    assert set(schema["properties"]) == LOCKED_JOB_VARIABLES
+    assert schema["additionalProperties"] is False
+    assert not {"command", "env", "working_dir"} & set(template["job_configuration"])
+    wide = {"command": "sh -c evil", "working_dir": "/", "user": "0:0", "read_only": False,
+            "volumes": ["/var/run/docker.sock:/var/run/docker.sock"], "networks": ["backend"]}  # fmt: skip
+    for name, value in wide.items():
+        with pytest.raises(ValidationError, match=f"'{name}' was unexpected"):
+            validate({name: value}, schema, raise_on_error=True, ignore_required=True)
+    # What the worker renders: only the three placeholders; a job variable named anything
+    # else has no place to go (and the API refuses it first, see test_docker_stack).
+    rendered = apply_values(template["job_configuration"], {"name": "t-1", "labels": {},
+                                                              "stream_output": True, **wide})  # fmt: skip
+    config = ProcessJobConfiguration.model_validate(rendered)
+    assert config.command is None and config.working_dir is None and config.env == {}
 
 
 def test_install_config_keeps_what_the_stack_owns_out(tmp_path: Path) -> None:
@@ -238,17 +221,21 @@ def test_tls_needs_both_files_and_adds_its_compose_file(tmp_path: Path) -> None:
     assert files == [str(COMPOSE_DIR / "compose.yaml"), str(COMPOSE_DIR / "compose.tls.yaml")]
 
 
-def test_agents_get_a_way_out_only_for_a_real_model(tmp_path: Path) -> None:
+def test_agents_reach_only_the_model_host_through_the_proxy(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     opts = DockerOptions(stack="s1", agent_uid=1000, agent_gid=1000)
     files = stack_files(settings, opts)
     offline = compose_env(settings, opts, files, offline_model=True, docker_gid=1)
     online = compose_env(settings, opts, files, offline_model=False, docker_gid=1)
-    assert "compose.egress.yaml" not in override_files(offline)
-    assert "compose.egress.yaml" in override_files(online)
-    closed = DockerOptions(stack="s1", agent_uid=1000, agent_gid=1000, agent_egress=False)
-    env = compose_env(settings, closed, files, offline_model=False, docker_gid=1)
-    assert override_files(env) == []
+    assert override_files(offline) == override_files(online) == []  # same networks either way
+    assert offline["CONDUCTOR_EGRESS_ALLOW"] == "scripted-model"
+    assert online["CONDUCTOR_EGRESS_ALLOW"] == "api.anthropic.com"
+    listed = docker_options({"CONDUCTOR_DOCKER__EGRESS_ALLOW": "api.anthropic.com, Proxy.Corp"})
+    env = compose_env(settings, listed.model_copy(update={"agent_uid": 1, "agent_gid": 1}),
+                      files, offline_model=False, docker_gid=1)  # fmt: skip
+    assert env["CONDUCTOR_EGRESS_ALLOW"] == "api.anthropic.com,proxy.corp"
+    with pytest.raises(InputError, match=r"CONDUCTOR_DOCKER__EGRESS_ALLOW.*not a host name"):
+        docker_options({"CONDUCTOR_DOCKER__EGRESS_ALLOW": "https://api.anthropic.com/v1"})
     assert (
         compose_env(settings, opts, files, offline_model=True, docker_gid=1, agents=3)[
             "CONDUCTOR_AGENTS"
@@ -282,6 +269,15 @@ def test_write_stack_files_keeps_secrets_out_of_the_env_file(tmp_path: Path) -> 
     assert read_env_file(files.env_file)["CONDUCTOR_AGENTS"] == "3"
     assert yaml.safe_load(files.config_file.read_text().split("\n", 1)[1])["worker"]["agents"] == 3
     assert (tmp_path / "repos").is_dir()
+    data = Path(read_env_file(files.env_file)["CONDUCTOR_DATA_DIR"])
+    assert data.is_dir() and data.is_relative_to(files.folder)
     key.write_text("not a key")
     with pytest.raises(InputError, match="not PEM"):
         write_stack_files(settings, opts, offline_model=False)
+    # `down --volumes`: the secrets (API key, TLS key), the data and the stack's files go;
+    # the repositories stay.
+    (data / "results").mkdir()
+    removed = remove_stack_files(settings, opts)
+    assert files.secrets_dir in removed and data in removed
+    assert not files.folder.exists()
+    assert (tmp_path / "repos").is_dir()

@@ -13,6 +13,7 @@ _SECRET_VARS=(
   PREFECT_SERVER_DATABASE_PASSWORD
   CONDUCTOR_API_AUTH_STRING
   CONDUCTOR_DASHBOARD_PASSWORD
+  REDIS_PASSWORD
 )
 
 load_secrets() {
@@ -32,6 +33,14 @@ load_secrets() {
   done
 }
 
+redis_urls() {  # Prefect's Redis clients: the password from the redis_password secret
+  if [ -n "${REDIS_PASSWORD:-}" ]; then
+    export PREFECT_REDIS_MESSAGING_PASSWORD="$REDIS_PASSWORD"
+    export PREFECT_SERVER_DOCKET_URL="redis://:${REDIS_PASSWORD}@${PREFECT_REDIS_MESSAGING_HOST:-redis}:${PREFECT_REDIS_MESSAGING_PORT:-6379}/1"
+    unset REDIS_PASSWORD
+  fi
+}
+
 prepare_dirs() {
   mkdir -p "${HOME:-/tmp/home}" "${PREFECT_HOME:-/tmp/prefect}"
 }
@@ -44,12 +53,13 @@ claude-conductor image: one image, every role of the docker tier.
   services       Prefect background services (scheduler, automations, late runs ...)
   migrate        apply Prefect's database migrations, then exit
   configure      create/update work pools, queues, deployments, automations; then exit
-  worker         docker worker of the agent pool (each task in its own container)
+  worker         worker of the agent pool: each task's engine runs here, its agent in a
+                 sibling container (docker placement); first cleans up after a crash
   coordinator    process worker of the coordinator pool (fan-out parents)
   dashboard      the Conductor dashboard (Streamlit)
   scripted-model the offline scripted model (tests and demos; NOT a model)
-  init-volumes   (as root) give the home volume to the agent user and store the agents'
-                 API key in the secrets volume; then exit
+  init-volumes   (as root) give the data folder (CONDUCTOR_HOME) to the agents' user; then
+                 exit
   help           this text
 Anything else runs as a command, e.g. `prefect flow-run execute` or `conductor --help`.
 EOF
@@ -58,6 +68,7 @@ EOF
 role=${1:-help}
 [ "$#" -gt 0 ] && shift
 load_secrets
+redis_urls
 prepare_dirs
 
 case "$role" in
@@ -73,19 +84,19 @@ case "$role" in
   configure)
     exec python -m claude_conductor.tiers.docker.configure configure "$@"
     ;;
-  worker)
-    # The pool's limit counts runs until they report a final state; the worker's own limit
-    # holds each slot until the agent container has exited, so a finishing container and
-    # the next one never overlap: at most CONDUCTOR_AGENTS agent containers exist at once.
-    exec prefect worker start \
-      --pool "${CONDUCTOR_WORKER__POOL:-conductor-agents}" --type docker \
-      --name "${CONDUCTOR_WORKER_NAME:-docker-worker}" --limit "${CONDUCTOR_AGENTS:-2}" \
-      --install-policy never --with-healthcheck "$@"
-    ;;
-  coordinator)
-    exec prefect worker start \
-      --pool "${CONDUCTOR_WORKER__COORDINATOR_POOL:-conductor-coordinators}" --type process \
-      --name "${CONDUCTOR_WORKER_NAME:-coordinator-worker}" \
+  worker|coordinator)
+    # The worker type comes from the pool (tiers/docker/configure.py decides it, in one place).
+    # Agent slots are the pool's concurrency limit (`conductor agents scale` changes it live);
+    # an engine removes its agent container before its run reports a final state.
+    if [ "$role" = worker ]; then
+      pool=${CONDUCTOR_WORKER__POOL:-conductor-agents}
+    else
+      pool=${CONDUCTOR_WORKER__COORDINATOR_POOL:-conductor-coordinators}
+    fi
+    # Whatever a previous run of this worker left: its engines died with it.
+    python -m claude_conductor.tiers.docker.recover --pool "$pool" --role "$role"
+    exec prefect worker start --pool "$pool" \
+      --name "${CONDUCTOR_WORKER_NAME:-$role}" \
       --install-policy never --with-healthcheck "$@"
     ;;
   dashboard)

@@ -1,11 +1,11 @@
 #!/bin/bash
-# One-shot, as root (the only step of the stack that is): hand the Conductor home volume to the
-# user agents run as, and put the agents' Anthropic API key into the agent-secrets volume (the
-# only place agent containers read it from). Idempotent.
+# One-shot, as root (the only step of the stack that is): hand the stack's data folder (the
+# Conductor home, CONDUCTOR_HOME: a host folder mounted at the same path in the worker and in
+# agent containers) to the user the worker and the agents run as. Idempotent. It is given no
+# secret.
 set -euo pipefail
 
 home=${CONDUCTOR_HOME:-/var/lib/conductor}
-secrets=${AGENT_SECRETS_DIR:-/run/conductor-secrets}
 uid=${CONDUCTOR_AGENT_UID:-10001}
 gid=${CONDUCTOR_AGENT_GID:-10001}
 
@@ -17,22 +17,14 @@ if [ "$uid" = 0 ]; then
   echo "CONDUCTOR_AGENT_UID=0: agents never run as root; set the uid of the owner of your repositories" >&2
   exit 2
 fi
+case "$home" in
+  /*) ;;
+  *) echo "CONDUCTOR_DATA_DIR=$home must be an absolute host path" >&2; exit 2 ;;
+esac
 
 if [ "$(stat -c %u:%g "$home")" != "$uid:$gid" ]; then
   echo "giving $home to $uid:$gid"
   chown -R "$uid:$gid" "$home"
 fi
 chmod 0750 "$home"
-
-key=${ANTHROPIC_API_KEY:-}
-if [ -z "$key" ]; then
-  echo "no ANTHROPIC_API_KEY (secret anthropic_api_key is empty): agents can only use a model endpoint that needs no key" >&2
-fi
-umask 077
-printf '%s\n' "$key" >"$secrets/anthropic_api_key.tmp"
-chown "$uid:$gid" "$secrets/anthropic_api_key.tmp"
-chmod 0400 "$secrets/anthropic_api_key.tmp"
-mv -f "$secrets/anthropic_api_key.tmp" "$secrets/anthropic_api_key"
-chown "$uid:$gid" "$secrets"
-chmod 0500 "$secrets"
-echo "volumes ready (agents run as $uid:$gid)"
+echo "data folder $home ready (the worker and agents run as $uid:$gid)"

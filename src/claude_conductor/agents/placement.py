@@ -137,6 +137,7 @@ class ProcessPlacement:
 
 _IMPLEMENTATIONS: dict[str, str] = {
     "process": "claude_conductor.agents.placement:ProcessPlacement",
+    "docker": "claude_conductor.agents.docker_placement:DockerPlacement",
     "kubernetes": "claude_conductor.agents.kubernetes_placement:KubernetesPlacement",
 }
 """``agent.placement`` value -> ``module:class`` (a class taking the settings), imported only

@@ -88,8 +88,34 @@ def invoke(app: typer.Typer, argv: list[str]) -> int:
         if message is None:
             raise
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-        return 1
+        return 2 if _status_of(exc) in _REFUSED else 1
     return rv if isinstance(rv, int) else 0
+
+
+_REFUSED = (409, 422)
+"""API answers that refuse what was sent (a bad parameter, a job variable a locked pool does not
+take): the user's input, so exit 2 like any other bad input."""
+
+
+def _status_of(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _detail(response: Any) -> str:
+    """The server's reason, one line, bounded, without secrets."""
+    import os
+
+    from claude_conductor.redaction import mask_url_password, redact
+
+    try:
+        body = response.json()
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+    except Exception:
+        detail = response.text
+    text = " ".join(str(detail).split())
+    return mask_url_password(redact(text[:400] + ("..." if len(text) > 400 else ""), os.environ))
 
 
 def api_error_message(exc: BaseException) -> str | None:
@@ -102,16 +128,16 @@ def api_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, httpx.HTTPStatusError):
         request, response = exc.request, exc.response
         url = strip_url_credentials(str(request.url))
+        said = f"the Prefect API answered {response.status_code} {response.reason_phrase}"
+        if response.status_code in _REFUSED:
+            return f"{said}: {_detail(response)}; fix the value it names and run it again"
         hint = (
             "the server is overloaded or restarting: retry in a moment (`conductor status` "
             "shows whether it is up)"
             if response.status_code >= 500
             else "check the server's version and your credentials (CONDUCTOR_API_AUTH_STRING)"
         )
-        return (
-            f"the Prefect API answered {response.status_code} {response.reason_phrase} to "
-            f"{request.method} {url}; {hint}"
-        )
+        return f"{said} to {request.method} {url}; {hint}"
     if isinstance(exc, httpx.TransportError):
         try:
             url = strip_url_credentials(str(exc.request.url))

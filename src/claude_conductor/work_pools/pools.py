@@ -40,6 +40,8 @@ from claude_conductor.settings import ConductorSettings
 __all__ = [
     "BUSY_STATE_TYPES",
     "DEFAULT_QUEUE",
+    "LOCKED_JOB_VARIABLES",
+    "LOCKED_TEMPLATE",
     "PRIORITY_QUEUES",
     "PoolKind",
     "PriorityQueue",
@@ -48,6 +50,7 @@ __all__ = [
     "count_busy",
     "ensure_agent_pool",
     "ensure_coordinator_pool",
+    "ensure_locked_pool",
     "ensure_pools",
     "load_template",
     "pool_name",
@@ -57,7 +60,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TemplateKind = Literal["conductor", "process", "docker", "kubernetes"]
+TemplateKind = Literal["conductor", "process", "docker", "kubernetes", "process-locked"]
 PoolKind = Literal["agents", "coordinators"]
 
 BUSY_STATE_TYPES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
@@ -115,6 +118,15 @@ def queue_for_priority(priority: int) -> str:
     )
 
 
+LOCKED_TEMPLATE: TemplateKind = "process-locked"
+"""The docker tier's template for pools whose flow-run engines run inside a worker that holds
+the API credential and the Docker socket: it exposes no ``command``, ``env``, ``working_dir`` or
+anything else that would change what runs there, and its variables schema forbids any other key,
+so the API refuses a run or a deployment that asks for one (422, naming the variable)."""
+LOCKED_JOB_VARIABLES = frozenset({"name", "labels", "stream_output"})
+"""The only job variables ``LOCKED_TEMPLATE`` takes."""
+
+
 def load_template(kind: TemplateKind) -> dict[str, Any]:
     """The base job template Conductor uses for a work pool type (a fresh copy)."""
     name = f"{kind}.json"
@@ -141,15 +153,18 @@ async def _ensure_pool(
     template_kind: TemplateKind,
     concurrency_limit: int,
     description: str,
+    pool_type: str | None = None,
 ) -> WorkPool:
+    """Create or update ``name``; its type is ``pool_type`` (default: the template's kind)."""
     template = load_template(template_kind)
+    pool_type = pool_type or template_kind
     try:
         pool = await client.read_work_pool(name)
     except ObjectNotFound:
         pool = await client.create_work_pool(
             WorkPoolCreate(
                 name=name,
-                type=template_kind,
+                type=pool_type,
                 description=description,
                 base_job_template=template,
                 concurrency_limit=concurrency_limit,
@@ -157,21 +172,23 @@ async def _ensure_pool(
         )
         logger.info("created work pool %s (limit %d)", name, concurrency_limit)
     else:
-        if pool.type != template_kind and await _replaceable(client, pool, template_kind):
+        if pool.type != pool_type and await _replaceable(client, pool, pool_type):
             await client.delete_work_pool(name)
-            logger.info("work pool %s: type %s replaced by %s", name, pool.type, template_kind)
+            logger.info("work pool %s: type %s replaced by %s", name, pool.type, pool_type)
             return await _ensure_pool(
                 client,
                 name,
                 template_kind=template_kind,
                 concurrency_limit=concurrency_limit,
                 description=description,
+                pool_type=pool_type,
             )
-        if (pool.type, template_kind) == ("process", "conductor"):
-            template = load_template("process")  # kept until its runs are done (see above)
-        elif pool.type != template_kind:
+        if (pool.type, pool_type) == ("process", "conductor"):
+            if template_kind == "conductor":  # kept until its runs are done (see above)
+                template = load_template("process")
+        elif pool.type != pool_type:
             raise InputError(
-                f"work pool {name!r} exists with type {pool.type!r}, not {template_kind!r}; "
+                f"work pool {name!r} exists with type {pool.type!r}, not {pool_type!r}; "
                 "delete it (`prefect work-pool delete`) or choose another pool name",
                 field="worker.pool",
                 value=name,
@@ -188,7 +205,7 @@ async def _ensure_pool(
     return pool
 
 
-async def _replaceable(client: PrefectClient, pool: WorkPool, wanted: TemplateKind) -> bool:
+async def _replaceable(client: PrefectClient, pool: WorkPool, wanted: str) -> bool:
     """An older Conductor's ``process`` pool becomes a ``conductor`` pool (a pool's type
     cannot be changed in place) when none of its runs is waiting or in flight."""
     if (pool.type, wanted) != ("process", "conductor"):
@@ -259,6 +276,25 @@ async def ensure_coordinator_pool(client: PrefectClient, settings: ConductorSett
         template_kind="conductor",
         concurrency_limit=settings.worker.coordinator_slots,
         description="Claude Conductor fan-out parents: they wait for subtasks on the agent pool.",
+    )
+
+
+async def ensure_locked_pool(
+    client: PrefectClient,
+    name: str,
+    *,
+    worker_type: str,
+    concurrency_limit: int,
+    description: str,
+) -> WorkPool:
+    """Create or update a pool of type ``worker_type`` with ``LOCKED_TEMPLATE`` (docker tier)."""
+    return await _ensure_pool(
+        client,
+        name,
+        template_kind=LOCKED_TEMPLATE,
+        concurrency_limit=concurrency_limit,
+        description=description,
+        pool_type=worker_type,
     )
 
 

@@ -1,9 +1,10 @@
 """The docker tier's ``configure`` step, run inside the compose stack once the Prefect server is
 healthy (``conductor-entrypoint configure``, i.e. ``python -m claude_conductor.tiers.docker.configure
-configure``): install the stack's config file into the Conductor home volume, create or update
-the agent pool (docker type, Conductor's template filled in with this stack's image, network,
-volumes and limits), the coordinator pool, the queues, the deployments, and the automation that
-marks unresponsive flow runs Crashed.
+configure``): install the stack's config file into the Conductor home (the data folder), create
+or update the agent pool and the coordinator pool (``WORKER_TYPE`` pools with Conductor's locked
+template: the engines run inside the worker containers, so no job variable may change what runs
+there), the queues, the deployments, and the automation that marks unresponsive flow runs
+Crashed.
 
 Everything here is idempotent: ``conductor up --tier docker`` runs it on every ``up``.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import logging
 import os
 import re
@@ -25,7 +25,6 @@ from uuid import UUID
 
 import yaml
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import StateType, WorkPool
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -34,6 +33,7 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claude_conductor import config_file
+from claude_conductor.agents.docker_placement import STACK_LABEL
 from claude_conductor.client.connection import conductor_client
 from claude_conductor.credentials import register_block_types
 from claude_conductor.errors import ConductorError, InputError
@@ -42,14 +42,12 @@ from claude_conductor.work_pools import pools
 from claude_conductor.work_pools.deployments import apply_deployments
 
 __all__ = [
-    "AGENT_HOME",
-    "AGENT_SECRETS_DIR",
     "STACK_LABEL",
+    "WORKER_TYPE",
     "ZOMBIE_AUTOMATION",
     "AgentContainerSpec",
-    "agent_job_template",
     "configure",
-    "ensure_docker_agent_pool",
+    "ensure_stack_pools",
     "ensure_zombie_automation",
     "install_config",
     "main",
@@ -58,12 +56,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Where agent containers (and every Conductor service) keep the Conductor home volume.
-AGENT_HOME = "/var/lib/conductor"
-#: Where agent containers find their API key (the agent-secrets volume, read-only).
-AGENT_SECRETS_DIR = "/run/conductor-secrets"
-#: Label on every agent container: ``conductor down --tier docker`` finds them by it.
-STACK_LABEL = "io.claude-conductor.stack"
+WORKER_TYPE = "process"
+"""The worker type of both docker-tier pools: Prefect's stock process worker (starting an agent's
+container dominates a task's start here, not the engine's; issue 10). The one place to switch;
+the workers take their type from their pool."""
 ZOMBIE_AUTOMATION = "conductor: crash unresponsive flow runs"
 #: Heartbeats every 30 s (the minimum); a run silent for this long is marked Crashed.
 ZOMBIE_AFTER_SECONDS = 90
@@ -85,6 +81,10 @@ class AgentContainerSpec(BaseModel):
     repos_dir: Path = Field(
         description="Absolute host folder of the repositories; mounted at the same path."
     )
+    data_dir: Path = Field(
+        description="Absolute host folder of the stack's Conductor home (worktrees, results, "
+        "clone cache); mounted at the same path in the worker and in agent containers."
+    )
     agent_uid: int = Field(ge=1, description="uid agent containers run as (never 0).")
     agent_gid: int = Field(ge=0, description="gid agent containers run as.")
     agent_cpus: float = Field(gt=0, le=256, description="CPUs of one agent container.")
@@ -101,13 +101,13 @@ class AgentContainerSpec(BaseModel):
             )
         return value
 
-    @field_validator("repos_dir")
+    @field_validator("repos_dir", "data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         if not value.is_absolute():
             raise ValueError(
-                f"repositories folder {str(value)!r} must be an absolute host path "
-                "(it is mounted at the same path in agent containers)"
+                f"folder {str(value)!r} must be an absolute host path "
+                "(it is mounted at the same path in the worker and in agent containers)"
             )
         return value
 
@@ -122,14 +122,6 @@ class AgentContainerSpec(BaseModel):
     def network(self) -> str:
         return f"{self.stack}-agents"
 
-    @property
-    def home_volume(self) -> str:
-        return f"{self.stack}-home"
-
-    @property
-    def secrets_volume(self) -> str:
-        return f"{self.stack}-agent-secrets"
-
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentContainerSpec:
         """Parse the compose variables; InputError naming the variable when one is wrong."""
@@ -137,6 +129,7 @@ class AgentContainerSpec(BaseModel):
             "stack": "CONDUCTOR_STACK",
             "image": "CONDUCTOR_IMAGE",
             "repos_dir": "CONDUCTOR_REPOS_DIR",
+            "data_dir": "CONDUCTOR_DATA_DIR",
             "agent_uid": "CONDUCTOR_AGENT_UID",
             "agent_gid": "CONDUCTOR_AGENT_GID",
             "agent_cpus": "CONDUCTOR_AGENT_CPUS",
@@ -153,32 +146,6 @@ class AgentContainerSpec(BaseModel):
             var = names.get(str(err["loc"][0]), str(err["loc"][0]))
             msg = str(err["msg"]).removeprefix("Value error, ")
             raise InputError(f"{var}={err.get('input')!r}: {msg}", field=var) from exc
-
-
-def agent_job_template(
-    spec: AgentContainerSpec, base: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Conductor's docker base job template with this stack's defaults filled in."""
-    template = copy.deepcopy(base if base is not None else pools.load_template("docker"))
-    props: dict[str, Any] = template["variables"]["properties"]
-    props["image"]["default"] = spec.image
-    props["networks"]["default"] = [spec.network]
-    props["volumes"]["default"] = [
-        f"{spec.home_volume}:{AGENT_HOME}",
-        f"{spec.secrets_volume}:{AGENT_SECRETS_DIR}:ro",
-        f"{spec.repos_dir}:{spec.repos_dir}",
-    ]
-    props["user"]["default"] = f"{spec.agent_uid}:{spec.agent_gid}"
-    props["nano_cpus"]["default"] = round(spec.agent_cpus * 1_000_000_000)
-    props["mem_limit"]["default"] = spec.agent_memory
-    props["env"]["default"] = {
-        **props["env"]["default"],
-        "ANTHROPIC_BASE_URL": spec.model_url,
-        "ANTHROPIC_API_KEY_FILE": f"{AGENT_SECRETS_DIR}/anthropic_api_key",
-        "CONDUCTOR_HOME": AGENT_HOME,
-    }
-    props["labels"]["default"] = {**props["labels"]["default"], STACK_LABEL: spec.stack}
-    return template
 
 
 def install_config(source: Path, home: Path) -> Path | None:
@@ -208,48 +175,39 @@ def install_config(source: Path, home: Path) -> Path | None:
     return config_file.write_config(home, data, sort_keys=True)
 
 
-async def ensure_docker_agent_pool(
-    client: PrefectClient, settings: ConductorSettings, template: dict[str, Any]
-) -> WorkPool:
-    """Create or update the agent pool as a docker pool with ``template``; one slot per agent;
-    not paused; with the priority queues."""
-    name = settings.worker.pool
-    description = (
-        "Claude Conductor agents (docker tier): one container per task, one slot per agent; "
-        "queues urgent, normal, low."
-    )
+async def _drop_pool_of_another_type(client: PrefectClient, name: str) -> None:
+    """A stack made before the engines moved into the worker has a ``docker`` agent pool: it
+    is replaced (its deployments are registered again right after)."""
     try:
         pool = await client.read_work_pool(name)
     except ObjectNotFound:
-        await client.create_work_pool(
-            WorkPoolCreate(
-                name=name,
-                type="docker",
-                description=description,
-                base_job_template=template,
-                concurrency_limit=settings.worker.agents,
-            )
-        )
-    else:
-        if pool.type != "docker":
-            raise InputError(
-                f"work pool {name!r} exists with type {pool.type!r}, not 'docker'; delete it "
-                "(`prefect work-pool delete`) or choose another pool name (CONDUCTOR_WORKER__POOL)",
-                field="worker.pool",
-                value=name,
-            )
-        await client.update_work_pool(
-            name,
-            WorkPoolUpdate(
-                concurrency_limit=settings.worker.agents,
-                base_job_template=template,
-                description=description,
-                is_paused=False,
-            ),
-        )
-    # The queues are the same as on every tier (pools.py owns them).
-    await pools._ensure_queues(client, name)
-    return await client.read_work_pool(name)
+        return
+    if pool.type == "docker" and WORKER_TYPE != "docker":
+        logger.info("replacing work pool %s (type docker) by a %s pool", name, WORKER_TYPE)
+        await client.delete_work_pool(name)
+
+
+async def ensure_stack_pools(client: PrefectClient, settings: ConductorSettings) -> list[WorkPool]:
+    """The agent pool (one slot per agent) and the coordinator pool, both ``WORKER_TYPE``
+    pools with the locked template, not paused, with the priority queues."""
+    await _drop_pool_of_another_type(client, settings.worker.pool)
+    agents = await pools.ensure_locked_pool(
+        client,
+        settings.worker.pool,
+        worker_type=WORKER_TYPE,
+        concurrency_limit=settings.worker.agents,
+        description="Claude Conductor agents (docker tier): each task's engine runs in the "
+        "worker, its agent in a container of its own; one slot per agent; queues urgent, "
+        "normal, low.",
+    )
+    coordinators = await pools.ensure_locked_pool(
+        client,
+        settings.worker.coordinator_pool,
+        worker_type=WORKER_TYPE,
+        concurrency_limit=settings.worker.coordinator_slots,
+        description="Claude Conductor fan-out parents: they wait for subtasks on the agent pool.",
+    )
+    return [agents, coordinators]
 
 
 def zombie_automation() -> AutomationCore:
@@ -258,7 +216,7 @@ def zombie_automation() -> AutomationCore:
     return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="Marks a flow run Crashed when it has sent no heartbeat for "
-        f"{ZOMBIE_AFTER_SECONDS}s (its container died while no worker watched it).",
+        f"{ZOMBIE_AFTER_SECONDS}s (its engine died and no worker came back to say so).",
         enabled=True,
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
@@ -278,8 +236,8 @@ def zombie_automation() -> AutomationCore:
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"no heartbeat for {ZOMBIE_AFTER_SECONDS}s: its container stopped "
-                "without reporting (killed, out of memory, or the Docker host restarted)",
+                message=f"no heartbeat for {ZOMBIE_AFTER_SECONDS}s: the worker running it "
+                "died without reporting (killed, out of memory, or its host restarted)",
             )
         ],
     )
@@ -312,15 +270,15 @@ async def ensure_zombie_automation(client: PrefectClient) -> UUID:
     return current.id
 
 
-async def configure(settings: ConductorSettings, spec: AgentContainerSpec) -> list[str]:
+async def configure(settings: ConductorSettings) -> list[str]:
     """Pools, queues, deployments and the zombie automation on the stack's API. Returns what
     it did, one line each."""
     done: list[str] = []
     async with conductor_client(settings) as client:
-        pool = await ensure_docker_agent_pool(client, settings, agent_job_template(spec))
-        done.append(f"agent pool {pool.name}: docker, {pool.concurrency_limit} slots")
-        coordinators = await pools.ensure_coordinator_pool(client, settings)
-        done.append(f"coordinator pool {coordinators.name}: {coordinators.concurrency_limit} slots")
+        for pool in await ensure_stack_pools(client, settings):
+            done.append(
+                f"pool {pool.name}: {pool.type}, locked template, {pool.concurrency_limit} slots"
+            )
         ids = await apply_deployments(client, settings)
         done.append("deployments: " + ", ".join(sorted(ids)))
         await register_block_types(client)
@@ -338,23 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    stack = os.environ.get("CONDUCTOR_STACK", "conductor")
     try:
-        spec = AgentContainerSpec.from_env(os.environ)
-        home = Path(os.environ.get("CONDUCTOR_HOME", AGENT_HOME))
+        home = Path(os.environ.get("CONDUCTOR_HOME", "/var/lib/conductor"))
         source = Path(os.environ.get("CONDUCTOR_CONFIG_SOURCE", "/etc/conductor/conductor.yaml"))
         installed = install_config(source, home)
         print(f"config: {installed or 'defaults (no stack config file)'}", flush=True)
         settings = load_settings()
-        for line in asyncio.run(configure(settings, spec)):
+        for line in asyncio.run(configure(settings)):
             print(line, flush=True)
     except ConductorError as exc:
         print(f"configure failed: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    print(
-        f"stack {spec.stack} configured: agents run {spec.image} as "
-        f"{spec.agent_uid}:{spec.agent_gid} on {spec.network}, repositories {spec.repos_dir}",
-        flush=True,
-    )
+    print(f"stack {stack} configured", flush=True)
     return 0
 
 

@@ -3,9 +3,10 @@
 the settings a stack installs. ``tiers.docker`` runs compose with them.
 
 A stack's files live under ``<home>/docker/<stack>/``: ``conductor.env`` (compose variables, no
-secrets), ``conductor.yaml`` (the portable settings the stack installs in its home volume) and
-``secrets/`` (0700; one file per secret, 0644 because compose secrets are bind mounts that the
-non-root services must read).
+secrets), ``conductor.yaml`` (the portable settings the stack installs in its home), ``secrets/``
+(0700; one file per secret, 0644 because compose secrets are bind mounts that the non-root
+services must read) and ``data/`` (the stack's Conductor home: worktrees, results, clone cache;
+a host folder mounted at the same path in the worker and in agent containers).
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from claude_conductor import config_file
 from claude_conductor.errors import ConductorError, InputError
@@ -35,10 +46,12 @@ __all__ = [
     "compose_argv",
     "compose_env",
     "docker_options",
+    "egress_allow",
     "ensure_secrets",
     "find_compose_dir",
     "override_files",
     "read_env_file",
+    "remove_stack_files",
     "repos_dir",
     "stack_config",
     "stack_files",
@@ -54,8 +67,16 @@ _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:@+-]*$")
 
 
 SCRIPTED_MODEL_URL = "http://scripted-model:8765"
+SCRIPTED_MODEL_HOST = "scripted-model"
 _SCRIPTED_MODEL_KEY = "sk-scripted-offline"
-_SECRETS = ("postgres_password", "prefect_auth", "dashboard_password", "anthropic_api_key")
+_SECRETS = (
+    "postgres_password",
+    "prefect_auth",
+    "dashboard_password",
+    "redis_password",
+    "anthropic_api_key",
+)
+_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 class DockerOptions(BaseModel):
@@ -73,7 +94,13 @@ class DockerOptions(BaseModel):
     repos_dir: Path | None = Field(
         default=None,
         description="Host folder of the repositories tasks work on (mounted at the same path "
-        "in agent containers); default <home>/repos.",
+        "in the worker and in agent containers); default <home>/repos.",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Host folder of the stack's Conductor home (worktrees, results, clone "
+        "cache; mounted at the same path in the worker and agent containers); default "
+        "<home>/docker/<stack>/data.",
     )
     image: str = Field(default="claude-conductor:latest", description="The Conductor image.")
     infra_image: str = Field(
@@ -89,10 +116,10 @@ class DockerOptions(BaseModel):
         default="https://api.anthropic.com", description="Model endpoint of the agents."
     )
     dashboard_user: str = Field(default="conductor", description="Dashboard sign-in user (nginx).")
-    agent_egress: bool | None = Field(
+    egress_allow: tuple[str, ...] | None = Field(
         default=None,
-        description="Whether agent containers may reach the internet (the model endpoint); "
-        "default: yes for a real model, no for the offline scripted model.",
+        description="Host names agents may reach through the egress proxy (comma-separated); "
+        "default the model endpoint's host. Nothing else is reachable from an agent.",
     )
     https_port: int = Field(default=8443, ge=1, le=65535, description="nginx's HTTPS port.")
     tls_cert: Path | None = Field(
@@ -102,6 +129,24 @@ class DockerOptions(BaseModel):
     docker_socket: Path = Field(
         default=Path("/var/run/docker.sock"), description="The engine's socket (for the worker)."
     )
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[,\s]+", value.strip().lower()) if part)
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for host in value or ():
+            if not _HOST_RE.match(host):
+                raise ValueError(
+                    f"{host!r} is not a host name: list exact host names, e.g. "
+                    "api.anthropic.com (no scheme, port, path or wildcard)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> DockerOptions:
@@ -177,6 +222,19 @@ def repos_dir(settings: ConductorSettings, opts: DockerOptions) -> Path:
     return (opts.repos_dir or settings.home / "repos").expanduser().resolve()
 
 
+def data_dir(settings: ConductorSettings, opts: DockerOptions) -> Path:
+    default = stack_files(settings, opts).folder / "data"
+    return (opts.data_dir or default).expanduser().resolve()
+
+
+def egress_allow(opts: DockerOptions, model_url: str) -> tuple[str, ...]:
+    """The hosts agents may reach through the proxy: the option, else the model's host."""
+    if opts.egress_allow is not None:
+        return opts.egress_allow
+    host = urlsplit(model_url).hostname
+    return (host.lower(),) if host else ()
+
+
 def compose_env(
     settings: ConductorSettings,
     opts: DockerOptions,
@@ -189,20 +247,24 @@ def compose_env(
     """The compose variables of a stack (what ``conductor.env`` holds). No secrets.
     ``CONDUCTOR_AGENTS`` is both the pool's slots and the worker's own limit."""
     uid, gid = _agent_ids(opts)
+    model_url = SCRIPTED_MODEL_URL if offline_model else opts.model_url
     env = {
         "CONDUCTOR_STACK": opts.stack,
         "CONDUCTOR_IMAGE": opts.image,
         "CONDUCTOR_INFRA_IMAGE": opts.infra_image,
         "CONDUCTOR_REPOS_DIR": str(repos_dir(settings, opts)),
+        "CONDUCTOR_DATA_DIR": str(data_dir(settings, opts)),
         "CONDUCTOR_AGENT_UID": str(uid),
         "CONDUCTOR_AGENT_GID": str(gid),
         "CONDUCTOR_AGENT_CPUS": f"{opts.agent_cpus:g}",
         "CONDUCTOR_AGENT_MEMORY": opts.agent_memory,
-        "CONDUCTOR_MODEL_URL": SCRIPTED_MODEL_URL if offline_model else opts.model_url,
+        "CONDUCTOR_MODEL_URL": model_url,
+        "CONDUCTOR_EGRESS_ALLOW": ",".join(egress_allow(opts, model_url)),
+        "CONDUCTOR_NO_PROXY": SCRIPTED_MODEL_HOST if offline_model else "localhost",
+        "CONDUCTOR_SCRIPTED_MODEL": "1" if offline_model else "0",
         "CONDUCTOR_HTTP_PORT": str(opts.http_port),
         "CONDUCTOR_HTTPS_PORT": str(opts.https_port),
         "CONDUCTOR_TLS": "1" if opts.tls else "",
-        "CONDUCTOR_AGENT_EGRESS": "1" if _egress(opts, offline_model) else "",
         "CONDUCTOR_BIND": opts.bind,
         "CONDUCTOR_DASHBOARD_USER": opts.dashboard_user,
         "CONDUCTOR_AGENTS": str(agents if agents is not None else settings.worker.agents),
@@ -211,7 +273,6 @@ def compose_env(
         "CONDUCTOR_CONFIG_FILE": str(files.config_file),
         "DOCKER_GID": str(docker_gid),
         "DOCKER_SOCKET": str(opts.docker_socket),
-        "COMPOSE_PROFILES": "offline" if offline_model else "",
     }
     # Same checks the stack's configure step makes, before anything starts.
     AgentContainerSpec.from_env(
@@ -220,18 +281,9 @@ def compose_env(
     return env
 
 
-def _egress(opts: DockerOptions, offline_model: bool) -> bool:
-    return (not offline_model) if opts.agent_egress is None else opts.agent_egress
-
-
 def override_files(env: Mapping[str, str]) -> list[str]:
-    """The compose files added to compose.yaml for a stack's variables: TLS, agent egress."""
-    files = []
-    if env.get("CONDUCTOR_TLS") == "1":
-        files.append("compose.tls.yaml")
-    if env.get("CONDUCTOR_AGENT_EGRESS") == "1":
-        files.append("compose.egress.yaml")
-    return files
+    """The compose files added to compose.yaml for a stack's variables: TLS."""
+    return ["compose.tls.yaml"] if env.get("CONDUCTOR_TLS") == "1" else []
 
 
 def compose_argv(
@@ -264,6 +316,7 @@ def ensure_secrets(
         "postgres_password": lambda: secrets.token_urlsafe(24),
         "prefect_auth": lambda: "conductor:" + secrets.token_urlsafe(24),
         "dashboard_password": lambda: secrets.token_urlsafe(18),
+        "redis_password": lambda: secrets.token_urlsafe(24),
         "anthropic_api_key": lambda: _SCRIPTED_MODEL_KEY if offline_model else "",
     }
     paths: dict[str, Path] = {}
@@ -313,8 +366,8 @@ def write_stack_files(
     agents: int | None = None,
     anthropic_api_key: str | None = None,
 ) -> StackFiles:
-    """Write the env file, the stack's settings and the secrets; make the repositories folder
-    (owned by the agents' uid when this runs as root)."""
+    """Write the env file, the stack's settings and the secrets; make the repositories and
+    data folders (owned by the agents' uid when this runs as root)."""
     files = stack_files(settings, opts)
     files.folder.mkdir(parents=True, exist_ok=True)
     ensure_secrets(
@@ -336,11 +389,11 @@ def write_stack_files(
     env = compose_env(
         settings, opts, files, offline_model=offline_model, docker_gid=docker_gid, agents=agents
     )
-    repos = Path(env["CONDUCTOR_REPOS_DIR"])
-    if not repos.exists():
-        repos.mkdir(parents=True)
-        if os.getuid() == 0:
-            os.chown(repos, int(env["CONDUCTOR_AGENT_UID"]), int(env["CONDUCTOR_AGENT_GID"]))
+    for folder in (Path(env["CONDUCTOR_REPOS_DIR"]), Path(env["CONDUCTOR_DATA_DIR"])):
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            if os.getuid() == 0:
+                os.chown(folder, int(env["CONDUCTOR_AGENT_UID"]), int(env["CONDUCTOR_AGENT_GID"]))
     lines = ["# written by `conductor up --tier docker`; secrets are in secrets/, not here"]
     lines += [_env_line(k, v) for k, v in env.items()]
     files.env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -369,6 +422,30 @@ def _copy_tls(cert: Path, key: Path, secrets_dir: Path) -> None:
         target = secrets_dir / name
         target.write_bytes(data)
         target.chmod(0o644)
+
+
+def remove_stack_files(settings: ConductorSettings, opts: DockerOptions) -> list[Path]:
+    """``down --volumes``: delete the stack's host-side files (secrets, TLS key copy, env file,
+    settings, and the data folder when it is the default one under the stack's folder); never
+    the repositories folder or a data folder the user named. Returns what was removed."""
+    files = stack_files(settings, opts)
+    env = read_env_file(files.env_file) if files.env_file.is_file() else {}
+    removed: list[Path] = []
+    data = Path(env["CONDUCTOR_DATA_DIR"]) if env.get("CONDUCTOR_DATA_DIR") else None
+    if data is not None and data.resolve().is_relative_to(files.folder.resolve()):
+        shutil.rmtree(data, ignore_errors=True)
+        removed.append(data)
+    for path in (files.secrets_dir, files.env_file, files.config_file):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    if files.folder.is_dir() and not any(files.folder.iterdir()):
+        files.folder.rmdir()
+    return removed
 
 
 def read_env_file(path: Path) -> dict[str, str]:

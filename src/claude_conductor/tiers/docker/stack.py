@@ -9,8 +9,8 @@ gets the tier, the API URL through nginx and its credentials, mode 0600), so
 
 ``down`` holds the agent pool, stops the agent containers first (they are not compose services:
 compose would otherwise fail to remove the agents network under them), marks what they ran
-Crashed, then runs ``docker compose down``; ``remove_volumes`` also deletes the database, home
-and secrets volumes. History stays in the PostgreSQL volume otherwise.
+Crashed, then runs ``docker compose down``; ``remove_volumes`` also deletes the database volume
+and the stack's host-side files (secrets, data folder, env file). History stays otherwise.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from claude_conductor import config_file
+from claude_conductor.agents.docker_placement import STACK_LABEL
 from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings, config_path
-from claude_conductor.tiers.docker.configure import STACK_LABEL
 from claude_conductor.tiers.docker.files import (
     DOCKER_HINT,
     DockerOptions,
@@ -40,6 +40,7 @@ from claude_conductor.tiers.docker.files import (
     docker_options,
     find_compose_dir,
     read_env_file,
+    remove_stack_files,
     stack_files,
     stack_overrides,
     write_stack_files,
@@ -310,13 +311,22 @@ def status(settings: ConductorSettings, opts: DockerOptions | None = None) -> St
     return info.model_copy(update={"daemons": daemons})
 
 
-async def _hold_and_crash(settings: ConductorSettings, opts: DockerOptions, grace: float) -> int:
+async def _hold_and_crash(
+    settings: ConductorSettings,
+    opts: DockerOptions,
+    grace: float,
+    stop_engines: Callable[[], object],
+) -> int:
+    """Hold the agent pool, stop the engines (the worker: none can start another agent
+    container, e.g. for a retry, behind our back), then their agent containers, then mark what
+    is left of their runs Crashed."""
     from prefect.client.schemas.actions import WorkPoolUpdate
 
     from claude_conductor.tiers.standalone.teardown import crash_leftover_runs
 
     async with conductor_client(settings) as client:
         await client.update_work_pool(settings.worker.pool, WorkPoolUpdate(is_paused=True))
+        await asyncio.to_thread(stop_engines)
         await asyncio.to_thread(_stop_agents, opts, grace)
         return await crash_leftover_runs(settings, client)
 
@@ -356,9 +366,21 @@ def down(
         return []
     compose_dir = find_compose_dir(opts)
     stopped = [d for d in _service_statuses(compose_dir, files) if d.running]
+
+    def stop_engines() -> object:
+        return _run(
+            compose_argv(compose_dir, files, "stop", "--timeout", str(int(grace_seconds)),
+                         "worker", overrides=stack_overrides(files)),
+            env_file=files.env_file,
+            timeout_seconds=grace_seconds + 120,
+            check=False,
+        )  # fmt: skip
+
     try:
         count = run_sync(
-            _hold_and_crash(client_settings(settings, opts, files), opts, grace_seconds)
+            _hold_and_crash(
+                client_settings(settings, opts, files), opts, grace_seconds, stop_engines
+            )
         )
         if count:
             logger.info("marked %d interrupted flow runs Crashed", count)
@@ -373,6 +395,9 @@ def down(
         timeout_seconds=300,
     )
     _unpoint_host(settings, opts)
+    if remove_volumes:  # history is gone: so are the secrets, the data and the stack's files
+        for path in remove_stack_files(settings, opts):
+            logger.info("removed %s", path)
     return [d.model_copy(update={"running": False}) for d in stopped]
 
 
@@ -380,8 +405,8 @@ def scale_agents(
     settings: ConductorSettings, agents: int, *, opts: DockerOptions | None = None
 ) -> ScaleResult:
     """Set the number of agent slots: saved to ``<home>/config.yaml`` and applied by ``up``
-    (the pool's limit at once; the worker is recreated with its new limit, and agent
-    containers in flight keep running, since they do not depend on the worker)."""
+    (the ``configure`` step sets the pool's limit; the worker is not recreated, so tasks in
+    flight go on)."""
     opts = opts or docker_options()
     up(settings, agents, offline_model=_offline(settings, opts), opts=opts)
     return ScaleResult(
@@ -394,4 +419,5 @@ def _offline(settings: ConductorSettings, opts: DockerOptions) -> bool:
     files = stack_files(settings, opts)
     if not files.env_file.is_file():
         return False
-    return read_env_file(files.env_file).get("COMPOSE_PROFILES") == "offline"
+    env = read_env_file(files.env_file)
+    return env.get("CONDUCTOR_SCRIPTED_MODEL") == "1" or env.get("COMPOSE_PROFILES") == "offline"
