@@ -11,11 +11,7 @@ import yaml
 
 from claude_conductor.errors import InputError
 from claude_conductor.settings import ConductorSettings
-from claude_conductor.tiers.docker.configure import (
-    AgentContainerSpec,
-    install_config,
-    zombie_automation,
-)
+from claude_conductor.tiers.docker.configure import AgentContainerSpec, install_config
 from claude_conductor.tiers.docker.files import (
     SCRIPTED_MODEL_URL,
     DockerOptions,
@@ -30,6 +26,7 @@ from claude_conductor.tiers.docker.files import (
     stack_files,
     write_stack_files,
 )
+from claude_conductor.work_pools.control_plane import zombie_automation
 from claude_conductor.work_pools.pools import LOCKED_JOB_VARIABLES, LOCKED_TEMPLATE, load_template
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "deployments" / "docker"

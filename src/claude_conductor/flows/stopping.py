@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.system.processes import is_live
 
 __all__ = [
     "CANCELLED_BY_USER",
@@ -43,16 +44,6 @@ def clear_stopping(settings: ConductorSettings) -> None:
     _note(settings).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_reason(settings: ConductorSettings) -> str:
     """What stopped this run: ``STOPPED_BY_DOWN`` while a live ``down`` left its note, else
     ``CANCELLED_BY_USER``."""
@@ -60,4 +51,4 @@ def stop_reason(settings: ConductorSettings) -> str:
         pid = int(json.loads(_note(settings).read_text(encoding="utf-8"))["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return CANCELLED_BY_USER
-    return STOPPED_BY_DOWN if _alive(pid) else CANCELLED_BY_USER
+    return STOPPED_BY_DOWN if is_live(pid) else CANCELLED_BY_USER

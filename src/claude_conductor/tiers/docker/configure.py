@@ -18,40 +18,30 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import yaml
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import StateType, WorkPool
-from prefect.events.actions import ChangeFlowRunState
-from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-from prefect.events.schemas.events import ResourceSpecification
+from prefect.client.schemas.objects import WorkPool
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claude_conductor import config_file
 from claude_conductor.agents.docker_placement import STACK_LABEL
 from claude_conductor.client.connection import conductor_client
-from claude_conductor.credentials import register_block_types
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings, load_settings
 from claude_conductor.work_pools import pools
-from claude_conductor.work_pools.deployments import apply_deployments
+from claude_conductor.work_pools.control_plane import register_control_plane
 
 __all__ = [
     "STACK_LABEL",
     "WORKER_TYPE",
-    "ZOMBIE_AUTOMATION",
     "AgentContainerSpec",
     "configure",
     "ensure_stack_pools",
-    "ensure_zombie_automation",
     "install_config",
     "main",
-    "zombie_automation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,9 +50,6 @@ WORKER_TYPE = "process"
 """The worker type of both docker-tier pools: Prefect's stock process worker (starting an agent's
 container dominates a task's start here, not the engine's; issue 10). The one place to switch;
 the workers take their type from their pool."""
-ZOMBIE_AUTOMATION = "conductor: crash unresponsive flow runs"
-#: Heartbeats every 30 s (the minimum); a run silent for this long is marked Crashed.
-ZOMBIE_AFTER_SECONDS = 90
 
 _STACK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _MEMORY_RE = re.compile(r"^[1-9][0-9]*[bkmgBKMG]?$")
@@ -210,66 +197,6 @@ async def ensure_stack_pools(client: PrefectClient, settings: ConductorSettings)
     return [agents, coordinators]
 
 
-def zombie_automation() -> AutomationCore:
-    """Prefect's documented zombie detection: a running flow run that stops sending heartbeats
-    (its container was killed while no worker watched it) is marked Crashed."""
-    return AutomationCore(
-        name=ZOMBIE_AUTOMATION,
-        description="Marks a flow run Crashed when it has sent no heartbeat for "
-        f"{ZOMBIE_AFTER_SECONDS}s (its engine died and no worker came back to say so).",
-        enabled=True,
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=ZOMBIE_AFTER_SECONDS),
-        ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat for {ZOMBIE_AFTER_SECONDS}s: the worker running it "
-                "died without reporting (killed, out of memory, or its host restarted)",
-            )
-        ],
-    )
-
-
-def _automation_shape(automation: AutomationCore) -> dict[str, Any]:
-    data = automation.model_dump(mode="json", include=set(AutomationCore.model_fields))
-    trigger = data.get("trigger", {})
-    trigger.pop("id", None)
-    for key in ("after", "expect", "for_each"):  # sets: their order means nothing
-        trigger[key] = sorted(trigger.get(key) or [])
-    return data
-
-
-async def ensure_zombie_automation(client: PrefectClient) -> UUID:
-    """Create the zombie automation, or update it when it differs. An unchanged one is left
-    alone: updating an automation resets its trigger, which would forget the heartbeats of runs
-    in flight (``configure`` runs on every ``up`` and every worker start)."""
-    wanted = zombie_automation()
-    existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
-    if not existing:
-        return await client.create_automation(wanted)
-    current = existing[0]
-    if _automation_shape(AutomationCore.model_validate(current.model_dump())) != _automation_shape(
-        wanted
-    ):
-        await client.update_automation(current.id, wanted)
-    for extra in existing[1:]:
-        await client.delete_automation(extra.id)
-    return current.id
-
-
 async def configure(settings: ConductorSettings) -> list[str]:
     """Pools, queues, deployments and the zombie automation on the stack's API. Returns what
     it did, one line each."""
@@ -279,11 +206,7 @@ async def configure(settings: ConductorSettings) -> list[str]:
             done.append(
                 f"pool {pool.name}: {pool.type}, locked template, {pool.concurrency_limit} slots"
             )
-        ids = await apply_deployments(client, settings)
-        done.append("deployments: " + ", ".join(sorted(ids)))
-        await register_block_types(client)
-        await ensure_zombie_automation(client)
-        done.append(f"automation: {ZOMBIE_AUTOMATION}")
+        done += await register_control_plane(client, settings)
     return done
 
 

@@ -17,12 +17,10 @@ from collections.abc import Sequence
 
 from claude_conductor.agents.kubernetes_placement import describe_agent_job
 from claude_conductor.client.connection import conductor_client
-from claude_conductor.credentials import register_block_types
 from claude_conductor.errors import ConductorError
 from claude_conductor.settings import ConductorSettings, load_settings
-from claude_conductor.tiers.docker.configure import ZOMBIE_AUTOMATION, ensure_zombie_automation
 from claude_conductor.work_pools import pools
-from claude_conductor.work_pools.deployments import apply_deployments
+from claude_conductor.work_pools.control_plane import register_control_plane
 
 __all__ = ["configure", "main"]
 
@@ -45,11 +43,7 @@ async def configure(settings: ConductorSettings) -> list[str]:
         )
         coordinators = await pools.ensure_coordinator_pool(client, settings)
         done.append(f"coordinator pool {coordinators.name}: {coordinators.concurrency_limit} slots")
-        ids = await apply_deployments(client, settings)
-        done.append("deployments: " + ", ".join(sorted(ids)))
-        await register_block_types(client)
-        await ensure_zombie_automation(client)
-        done.append(f"automation: {ZOMBIE_AUTOMATION}")
+        done += await register_control_plane(client, settings)
     return done
 
 
