@@ -82,7 +82,9 @@ async def _show(settings: Any, task_id: str, wait: bool, quiet: bool) -> tuple[A
     async with api_client(settings) as client:
         run = await find_run(client, task_id)
         if wait:
-            return run, await follow(client, run, settings, quiet=quiet)
+            result = await follow(client, run, settings, quiet=quiet)
+            # The run as it ended, not as it was before the wait (its state, its duration).
+            return await client.read_flow_run(run.id), result
         return run, await task_result(client, run)
 
 
