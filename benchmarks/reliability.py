@@ -1,42 +1,53 @@
-"""Fault and flood scenarios on a real standalone stack (Prefect server on SQLite, the agents'
-worker, the real `claude` against the scripted local model), each recorded as: outcome, time to
-recover, work lost, orphans.
+"""Fault and flood scenarios on a real standalone stack (Prefect server on SQLite, Conductor's
+worker with its forkserver, the real `claude` against the scripted local model), each recorded
+as: outcome, time to recover, work lost, orphans.
 
-    .venv/bin/python benchmarks/reliability.py [--flood 40] [--out FILE.md]
+    .venv/bin/python benchmarks/reliability.py [--flood 40] [--agents 2] [--out FILE.md]
+        [--skip kill|server|worker|flood|down|bad]
 
 Scenarios: `claude` SIGKILLed with `retries: 1` and with `retries: 0`; the Prefect server
-stopped and started again while a task runs; 40 tasks flooded onto 2 agent slots;
-`conductor down` while a task runs (and `up` again); bad inputs through `conductor run`
-(exit code, seconds, peak memory). Work lost counts finished agent work without a result
-(or a successful task without its commit); orphans count processes of the stack (flow runs,
-agents) still alive once every run is final. Writes `results/reliability-<date>.md` and prints
-the table.
-"""
+stopped and started again while a task runs; the agents' worker SIGKILLed while two tasks run
+(then `up`); 40 tasks submitted at once onto 2 agent slots; `conductor down` while a task runs
+(and `up` again); bad inputs through `conductor run --local` (exit code, seconds, peak memory,
+worktrees and branches created). Work lost counts finished agent work without a result (or a
+successful task without its commit); orphans count processes of the stack (flow runs, agents)
+still alive once every run is final. Tasks are found by id (`client.tasks.find_run`, the
+`task:<id>` tag), never by run name. Writes `results/reliability-<date>.md` and prints the
+table. About 10 minutes on 2 cores."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from _common import RESULTS, free_port, load_average, machine, make_repo
 
+from claude_conductor.api.fields import task_from_fields
+from claude_conductor.client.connection import conductor_client
+from claude_conductor.client.tasks import find_run, submit_task, task_result, wait_for_run
 from claude_conductor.demo.script_steps import Request, Step, stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings, ServerSettings, WorkerSettings
-from claude_conductor.tiers import launch, processes, standalone, teardown
+from claude_conductor.system import processes
+from claude_conductor.tiers import standalone
+from claude_conductor.tiers.standalone import launch, teardown
 
 _UP_TIMEOUT_SECONDS = 420.0
+_BAD_INPUT_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass
@@ -98,7 +109,9 @@ class Bench:
         )
 
     def submit(self, *args: str) -> str:
-        out = self.cli("run", *args, "--repo", str(self.repo))
+        """``conductor run ARGS --repo REPO`` (or ``conductor run FILE``); the task id."""
+        repo = [] if args and args[0].endswith(".yaml") else ["--repo", str(self.repo)]
+        out = self.cli("run", *args, *repo)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
         line = next(x for x in out.stderr.splitlines() if x.startswith("submitted "))
@@ -109,25 +122,61 @@ class Bench:
         doc: dict[str, Any] = json.loads(out.stdout) if out.stdout.strip() else {}
         return doc
 
-    def claude_pids(self, task_id: str) -> list[int]:
-        pids = []
-        for pid in processes.find_processes_with_env(launch.STACK_MARKER, str(self.settings.home)):
+    def final(self, task_id: str) -> dict[str, Any]:
+        """The task once its run is final, as `tasks show --json` prints it; waited for in
+        this process (polling every 0.5 s), so the time measured is not a CLI's start-up."""
+
+        async def go() -> dict[str, Any]:
+            async with conductor_client(self.settings) as client:
+                run = await find_run(client, task_id)
+                final = await wait_for_run(client, run.id, poll_seconds=0.5)
+                result = await task_result(client, final)
+            return {
+                "state": final.state.name if final.state else None,
+                "result": result.model_dump(mode="json") if result else None,
+            }
+
+        return asyncio.run(go())
+
+    def _claude_processes(self) -> dict[int, str]:
+        """Live `claude` processes working in this stack's workspaces: PID -> cwd. Scanned in
+        /proc: the agent's environment is built from scratch, so it carries no stack marker."""
+        root = str(self.settings.workspaces_dir.resolve()) + "/"
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
             try:
-                exe = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-                cwd = os.readlink(f"/proc/{pid}/cwd")
+                exe = (entry / "cmdline").read_bytes().split(b"\0")[0]
+                cwd = os.readlink(entry / "cwd")
             except OSError:
                 continue
-            if exe.endswith(b"claude") and cwd.endswith(f"/workspaces/{task_id}"):
-                pids.append(pid)
-        return pids
+            if (
+                exe.endswith(b"claude")
+                and cwd.startswith(root)
+                and processes.is_live(int(entry.name))
+            ):
+                found[int(entry.name)] = cwd
+        return found
 
-    def orphans(self) -> int:
-        """Flow-run and agent processes of the stack still alive (every run is final now)."""
-        return len(teardown.flow_run_processes(self.settings))
+    def claude_pids(self, task_id: str) -> list[int]:
+        return [p for p, cwd in self._claude_processes().items() if cwd.endswith(f"/{task_id}")]
 
-    def lost(self, docs: list[dict[str, Any]]) -> int:
+    def orphans(self, extra: Sequence[int] = (), settle_seconds: float = 15.0) -> int:
+        """Flow-run processes of the stack, agents and ``extra`` PIDs still alive once every
+        run is final (each gets ``settle_seconds`` to exit after reporting its final state)."""
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            pids = {pid for pid, _ in teardown.flow_run_processes(self.settings)}
+            pids |= {pid for pid in extra if processes.is_live(pid)}
+            left = pids | set(self._claude_processes())
+            if not left or time.monotonic() > deadline:
+                return len(left)
+            time.sleep(0.5)
+
+    def lost(self, docs: list[dict[str, Any]], kept: str | None = None) -> int:
         """Tasks whose agent finished without the result reaching Prefect, or that succeeded
-        without their commit on the branch."""
+        without their commit on the branch (and, with ``kept``, without that file in it)."""
         lost = 0
         for doc in docs:
             result = doc.get("result")
@@ -135,12 +184,15 @@ class Bench:
                 lost += 1
                 continue
             if result["status"] == "succeeded" and result.get("files_changed"):
+                ref = result["head_commit"] + (f":{kept}" if kept else "")
                 show = subprocess.run(
-                    ["git", "-C", str(self.repo), "cat-file", "-e", result["head_commit"]],
+                    ["git", "-C", str(self.repo), "cat-file", "-e", ref],
                     capture_output=True,
                     check=False,
                 )
                 lost += show.returncode != 0
+            elif result["status"] == "succeeded" and kept:
+                lost += 1  # the agent wrote `kept`: a success without it lost the work
         return lost
 
 
@@ -167,18 +219,17 @@ def kill_claude(bench: Bench, retries: int) -> Row:
     marker = bench.model.add_script(f"kill-{retries}", [first_hangs])
     spec = bench.root / f"kill-{retries}.yaml"
     spec.write_text(f"prompt: kill {marker}\nrepo: {bench.repo}\nretries: {retries}\n")
-    out = bench.cli("run", str(spec))
-    task_id = next(x for x in out.stderr.splitlines() if x.startswith("submitted ")).split()[1]
+    task_id = bench.submit(str(spec))
     (pid,) = _wait_for(lambda: bench.claude_pids(task_id), 180)
     _wait_for(lambda: calls["n"] >= 1, 60)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
-    doc = bench.show(task_id, wait=True)
+    doc = bench.final(task_id)
     recover = time.monotonic() - killed
     result = doc.get("result") or {}
     outcome = f"{doc.get('state')}: {result.get('status')}"
     if retries == 0:
-        outcome += f" ({(result.get('error') or '')[:70]})"
+        outcome += f" ({(result.get('error') or '')[:110]})"
     else:
         outcome += f" after {calls['n']} agent runs"
     return Row(
@@ -207,27 +258,93 @@ def restart_server(bench: Bench) -> Row:
     processes.stop_daemon(bench.settings, launch.SERVER, grace_seconds=10)
     bench.up()
     healthy = time.monotonic() - stopped
-    doc = bench.show(task_id, wait=True)
+    doc = bench.final(task_id)
     result = doc.get("result") or {}
     return Row(
         "Prefect server stopped and started again mid-run",
         f"{doc.get('state')}: {result.get('status')}",
         healthy,
-        bench.lost([doc]),
+        bench.lost([doc], kept="after.txt"),
         bench.orphans(),
         "time from the stop to a healthy stack again; the run went on meanwhile",
     )
 
 
+def worker_crash(bench: Bench) -> Row:
+    """SIGKILL the agents' worker while two tasks run (issue 12, defect 1): the runs must
+    finish with their commits and results, leave no process behind, and the next `up` must
+    run nothing twice."""
+    arrived = [0]
+    met = threading.Condition()
+    gate = threading.Event()
+
+    def wait_at_the_gate(request: Request) -> Step:
+        with met:
+            arrived[0] += 1
+            met.notify_all()
+        gate.wait(300)
+        return tool_use("Write", {"file_path": "kept.txt", "content": "kept\n"})
+
+    marker = bench.model.add_script(
+        "worker-crash", [wait_at_the_gate, text("Finished after the worker died.")]
+    )
+    ids = [bench.submit("--prompt", f"worker crash {n} {marker}") for n in range(2)]
+    _wait_for(lambda: arrived[0] >= 2, 240)
+    worker = processes.read_daemon(bench.settings, launch.WORKER)
+    if worker is None or not worker.alive:
+        raise RuntimeError("the agents' worker is not running")
+    descendants = [p.pid for p in psutil.Process(worker.pid).children(recursive=True)]
+    os.kill(worker.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _wait_for(lambda: not processes.pid_alive(worker.pid), 10)
+    gate.set()  # the agents finish only now, with no worker left
+    docs = [bench.final(t) for t in ids]
+    recover = time.monotonic() - killed
+    orphans = bench.orphans(extra=descendants)
+    up_seconds = bench.up()
+    again = [bench.show(t) for t in ids]
+    runs_twice = sum(d.get("state") != "Completed" for d in again)
+    states = ", ".join(f"{d.get('state')}: {(d.get('result') or {}).get('status')}" for d in docs)
+    return Row(
+        "agents' worker SIGKILLed while 2 tasks run, then `up`",
+        f"{states}; after `up`: {len(again) - runs_twice}/{len(again)} still Completed",
+        recover,
+        bench.lost(docs, kept="kept.txt"),
+        orphans,
+        f"time from the kill to both runs final (no worker alive); `up` after it "
+        f"{up_seconds:.1f}s; {len(descendants)} processes of the dead worker checked",
+    )
+
+
 def flood(bench: Bench, count: int) -> Row:
+    """``count`` tasks submitted at the same instant (one client, ``asyncio.gather``)."""
     marker = bench.model.add_script(
         "flood",
         [tool_use("Write", {"file_path": "f.txt", "content": "f\n"}), text("Flood done.")],
     )
+    specs = [
+        task_from_fields("reliability", {"prompt": f"flood {n} {marker}", "repo": str(bench.repo)})
+        for n in range(count)
+    ]
+
+    async def go() -> tuple[float, list[dict[str, Any]]]:
+        async with conductor_client(bench.settings) as client:
+            runs = await asyncio.gather(*(submit_task(client, spec) for spec in specs))
+            submitted = time.monotonic() - began
+            docs = []
+            for run in runs:  # they end roughly in order: wait for each in turn
+                final = await wait_for_run(client, run.id, poll_seconds=1.0)
+                result = await task_result(client, final)
+                docs.append(
+                    {
+                        "state": final.state.name if final.state else None,
+                        "result": result.model_dump(mode="json") if result else None,
+                    }
+                )
+            return submitted, docs
+
     began = time.monotonic()
-    ids = [bench.submit("--prompt", f"flood {n} {marker}") for n in range(count)]
-    submitted = time.monotonic() - began
-    docs = [bench.show(t, wait=True) for t in ids]
+    submitted, docs = asyncio.run(go())
     total = time.monotonic() - began
     results = [d.get("result") or {} for d in docs]
     ok = sum(r.get("status") == "succeeded" for r in results)
@@ -244,9 +361,10 @@ def flood(bench: Bench, count: int) -> Row:
         f"{count} tasks flooded onto {slots} agent slots",
         f"{ok}/{count} succeeded, peak {peak} at once (limit {slots})",
         total,
-        bench.lost(docs),
+        bench.lost(docs, kept="f.txt"),
         bench.orphans(),
-        f"all submitted in {submitted:.1f}s; time until the last one ended",
+        f"all {count} submitted at once, accepted in {submitted:.1f}s; "
+        "time until the last one ended",
     )
 
 
@@ -271,7 +389,7 @@ def down_while_running(bench: Bench) -> Row:
         capture_output=True,
         check=False,
     )
-    error = (result.get("error") or "")[:45]
+    error = (result.get("error") or "")[:110]
     return Row(
         "`conductor down` while a task runs, then `up`",
         f"{doc.get('state')}: {error}...; partial work on the branch: "
@@ -303,7 +421,20 @@ _BAD_INPUTS: list[tuple[str, str | bytes]] = [
 ]
 
 
+def _git_lines(repo: Path, *args: str) -> set[str]:
+    """The lines git prints (only the `worktree PATH` ones of `worktree list --porcelain`)."""
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    ).stdout
+    lines = set(out.splitlines())
+    if "--porcelain" in args:
+        lines = {x for x in lines if x.startswith("worktree ")}
+    return lines
+
+
 def bad_inputs(bench: Bench) -> list[Row]:
+    """Each through `conductor run --local FILE` (the path that would create a worktree at
+    once): exit code, lines on stderr, seconds, peak RSS, worktrees and branches it left."""
     rows = []
     for name, body in _BAD_INPUTS:
         path = bench.root / "bad.yaml"
@@ -311,6 +442,8 @@ def bad_inputs(bench: Bench) -> list[Row]:
             path.write_bytes(body)
         else:
             path.write_text(body)
+        worktrees = _git_lines(bench.repo, "worktree", "list", "--porcelain")
+        branches = _git_lines(bench.repo, "branch", "--list")
         began = time.monotonic()
         with tempfile.TemporaryFile(mode="w+") as err:
             proc = subprocess.Popen(
@@ -321,31 +454,35 @@ def bad_inputs(bench: Bench) -> list[Row]:
                 stderr=err,
                 text=True,
             )
-            # wait4: this child's own peak RSS (kilobytes on Linux).
-            _, status, usage = os.wait4(proc.pid, 0)
+            # wait4: this child's own peak RSS (kilobytes on Linux); bounded in time.
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() - began > _BAD_INPUT_TIMEOUT_SECONDS:
+                    proc.kill()
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.05)
             proc.returncode = os.waitstatus_to_exitcode(status)
             seconds = time.monotonic() - began
             err.seek(0)
             stderr = err.read()
         peak_mib = usage.ru_maxrss / 1024
-        branches = subprocess.run(
-            ["git", "-C", str(bench.repo), "worktree", "list", "--porcelain"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.count("worktree ")
+        new_worktrees = len(_git_lines(bench.repo, "worktree", "list", "--porcelain") - worktrees)
+        new_branches = len(_git_lines(bench.repo, "branch", "--list") - branches)
         lines = stderr.strip().splitlines()
+        message = lines[-1].replace(str(path), "bad.yaml") if lines else ""
         rows.append(
             Row(
                 f"bad input: {name}",
                 f"exit {proc.returncode}, {len(lines)} line(s), "
                 f"{'no traceback' if 'Traceback' not in stderr else 'TRACEBACK'}, "
-                f"{branches - 1} worktrees left",
+                f"{new_worktrees} worktrees and {new_branches} branches created",
                 seconds,
                 0,
                 0,
-                f"peak RSS {peak_mib:.0f} MiB; "
-                + (lines[-1][:90].replace("|", "/") if lines else ""),
+                f"peak RSS {peak_mib:.0f} MiB; `{message[:140].replace('|', '/')}`",
             )
         )
     return rows
@@ -356,8 +493,9 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
         f"# Reliability scenarios, {meta['date']}",
         "",
         f"Machine: {meta['machine']}. Load average before: {meta['load_before']}, after: "
-        f"{meta['load_after']} (the machine was shared with other work: times are upper "
-        "bounds). Produced by `benchmarks/reliability.py`; the standalone tier with "
+        f"{meta['load_after']}; 1-minute load as each scenario began: "
+        f"{', '.join(meta['load_during'])} (the machine was shared with other work: times "
+        "are upper bounds). Produced by `benchmarks/reliability.py`; the standalone tier with "
         f"{meta['agents']} agent slots, the real `claude` against the scripted local model.",
         "",
         "| scenario | outcome | time to recover (s) | work lost | orphans | note |",
@@ -372,8 +510,11 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
     lines += [
         "",
         "Work lost: tasks whose result did not reach Prefect, or that succeeded without their "
-        "commit. Orphans: the stack's flow-run and agent processes still alive once every run "
-        "was final (for `down`: any process of the stack left after it).",
+        "commit (and the file the agent wrote in it). Orphans: the stack's flow-run processes, "
+        "agents (and for the worker crash, every process the dead worker had started) still "
+        "alive 15 s after every run was final; for `down`: any process of the stack left after "
+        "it. Time to recover: see the note of each row; for bad inputs, the seconds until "
+        "`conductor run --local FILE` exited.",
         "",
     ]
     return "\n".join(lines)
@@ -399,6 +540,7 @@ def main() -> None:
         "date": date,
         "machine": _describe(machine()),
         "load_before": load_average(),
+        "load_during": [],
         "agents": args.agents,
     }
     rows: list[Row] = []
@@ -413,6 +555,7 @@ def main() -> None:
             scenarios: list[tuple[str, Callable[[], list[Row]]]] = [
                 ("kill", lambda: [kill_claude(bench, 1), kill_claude(bench, 0)]),
                 ("server", lambda: [restart_server(bench)]),
+                ("worker", lambda: [worker_crash(bench)]),
                 ("flood", lambda: [flood(bench, args.flood)]),
                 ("down", lambda: [down_while_running(bench)]),
                 ("bad", lambda: bad_inputs(bench)),
@@ -421,6 +564,7 @@ def main() -> None:
                 if name in args.skip:
                     continue
                 print(f"scenario {name} ...", file=sys.stderr)
+                meta["load_during"].append(f"{name} {load_average()[0]}")
                 try:
                     got = run()
                 except Exception as exc:  # a scenario that breaks is a finding, not a crash

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from claude_conductor.agents.argv import find_claude
-from claude_conductor.demo.script_steps import Request, Step, stall, text, tool_use
+from claude_conductor.demo.script_steps import Request, Step, slow, stall, text, tool_use
 from claude_conductor.demo.scripted_model import ScriptedModel
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
@@ -148,6 +148,16 @@ def test_submit_wait_status_and_logs(agent_stack: AgentStack) -> None:
     assert logs.returncode == 0, logs.stderr
     assert "agent uses Write" in logs.stdout
     assert API_KEY not in logs.stdout
+
+
+def test_show_wait_json_reports_the_state_the_run_ended_in(agent_stack: AgentStack) -> None:
+    marker = agent_stack.model.add_script(
+        "slowly", [slow("Done, slowly.", chunks=4, delay_seconds=1.5)]
+    )
+    task_id = agent_stack.submit("--prompt", f"slowly {marker}")
+    doc = agent_stack.show(task_id, wait=True)
+    assert doc["result"]["status"] == "succeeded", doc["result"]
+    assert doc["state"] == "Completed", doc
 
 
 def _barrier(parties: int, timeout_seconds: float = 60) -> Any:
