@@ -50,6 +50,7 @@ from prefect.events.schemas.events import Event
 from prefect.states import Completed, Pending, Running
 
 from claude_conductor.client.tasks import submit_task
+from claude_conductor.flows.identity import task_id_of
 from claude_conductor.flows.report import task_markdown
 from claude_conductor.flows.results import RESULT_ARTIFACT_TYPE, report_key, result_key
 from claude_conductor.models import TaskResult, TaskSpec, TaskStatus
@@ -370,10 +371,11 @@ class Agent:
                                      "Finished in state Completed()"))  # fmt: skip
 
     def _result(self, run: Any, spec: TaskSpec, began: datetime) -> TaskResult:
+        task_id = task_id_of(run)  # the run's name is "<id>: <title>", no artifact key
         return TaskResult(
-            task_id=run.name, kind=spec.kind, title=spec.title, status=TaskStatus.SUCCEEDED,
+            task_id=task_id, kind=spec.kind, title=spec.title, status=TaskStatus.SUCCEEDED,
             summary="The settings loader now rejects unknown keys; 4 tests added.",
-            repo=spec.repo, branch=f"conductor/{run.name}", base_commit="a" * 40,
+            repo=spec.repo, branch=f"conductor/{task_id}", base_commit="a" * 40,
             head_commit="b" * 40, files_changed=[f"src/pkg/mod{i}.py" for i in range(12)],
             cost_usd=0.421, input_tokens=182_000, output_tokens=6_400, num_turns=14,
             session_id=str(uuid4()), model="claude-sonnet-4-5",

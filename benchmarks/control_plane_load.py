@@ -360,6 +360,27 @@ def _run_step(stack: Stack, args: argparse.Namespace, ids: dict[str, str], step:
     }  # fmt: skip
 
 
+def _step_problems(step: dict[str, Any]) -> list[str]:
+    """What went wrong in a step, most frequent first, one line each: the tasks that did not
+    complete and why (the agents' errors), non-2xx answers, errors in the servers' logs."""
+    counts, lines = step["counts"], []
+    lost = {k: counts.get(f"tasks_{k}", 0) for k in ("failed", "unfinished")}
+    if any(lost.values()):
+        lines.append(
+            f"{lost['failed']} failed and {lost['unfinished']} unfinished of "
+            f"{counts.get('tasks_started', 0)} tasks started"
+        )
+    for error, times in sorted(step["errors"].items(), key=lambda kv: -kv[1])[:3]:
+        lines.append(f"{times} x {' '.join(error.split())}"[:300])
+    answers = {k: v for k, v in step["statuses"].items() if k != "2xx"}
+    if answers:
+        lines.append(f"non-2xx answers: {answers}")
+    for server, errors in step["server_errors"].items():
+        for error, times in sorted(errors.items(), key=lambda kv: -kv[1])[:2]:
+            lines.append(f"{server} log: {times} x {error}"[:300])
+    return lines
+
+
 def _findings(
     steps: list[dict[str, Any]], cross: dict[str, Any], threshold: float, task_seconds: float
 ) -> list[str]:
@@ -512,6 +533,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{step['counts'].get('tasks_started', 0)}, server CPU/task "
                   f"{step['cpu_seconds_per_task']['server_total']} s")  # fmt: skip
             steps.append(step)
+            problems = _step_problems(step)
+            for line in problems:
+                _say(began, f"  {line}")
+            if not step["counts"].get("tasks_completed"):
+                stopped = f"step {index} ({agents} agents): no task completed"
+                stopped = "; ".join([stopped, *problems[:2]])[:600]
+                _say(began, f"  stopped: {stopped}")
+                break
             if index < len(args.agent_steps):
                 _write(args, _document(args, stack, steps, context, "still running"))
     finally:

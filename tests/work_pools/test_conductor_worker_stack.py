@@ -94,40 +94,49 @@ def test_runs_are_forked_from_the_warm_forkserver(conductor_stack: Stack) -> Non
     assert _forkserver_pid(conductor_stack) == forkserver
 
 
+async def _all_logs(client: PrefectClient, run_id: Any) -> list[str]:
+    messages: list[str] = []
+    while True:
+        page = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+            offset=len(messages),
+            limit=200,
+        )
+        messages += [log.message for log in page]
+        if len(page) < 200:
+            return messages
+
+
+def _chatty_run(stack: Stack, spec: dict[str, Any]) -> tuple[FlowRun, list[str]]:
+    """A run of the chatty flow, and its logs read the moment it is seen final."""
+
+    async def go() -> tuple[FlowRun, list[str]]:
+        async with conductor_client(stack.settings) as client:
+            run = await _run(client, CHATTY.full_name, spec)
+            # Read at once: a run's lines are in the API before it reports its final state
+            # (Prefect's own engine sends its last batch after it, as its process exits).
+            return run, await _all_logs(client, run.id)
+
+    return asyncio.run(go())
+
+
 def test_logs_of_a_run_that_ends_right_after_logging_all_reach_the_api(
     conductor_stack: Stack,
 ) -> None:
-    async def read_all(client: PrefectClient, run_id: Any) -> list[str]:
-        messages: list[str] = []
-        while True:
-            page = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
-                offset=len(messages),
-                limit=200,
-            )
-            messages += [log.message for log in page]
-            if len(page) < 200:
-                return messages
-
-    async def go() -> list[str]:
-        async with conductor_client(conductor_stack.settings) as client:
-            run = await _run(client, CHATTY.full_name, {"lines": 200})
-            assert run.state is not None and run.state.is_completed(), run.state
-            # As with Prefect's own engine, the last batch is sent as the process exits,
-            # just after the final state: give it until the run's process is gone.
-            deadline = time.monotonic() + 30
-            while True:
-                messages = await read_all(client, run.id)
-                if sum(m.startswith("chatty line ") for m in messages) >= 200:
-                    return messages
-                if time.monotonic() > deadline:
-                    return messages
-                await asyncio.sleep(0.5)
-
-    messages = asyncio.run(go())
+    run, messages = _chatty_run(conductor_stack, {"lines": 200})
+    assert run.state is not None and run.state.is_completed(), run.state
     lines = [m for m in messages if m.startswith("chatty line ")]
-    assert len(lines) == 200, f"{len(lines)} of 200 lines reached the API"
+    assert len(lines) == 200, f"{len(lines)} of 200 lines were in the API when the run ended"
     assert "chatty line 200 of 200" in lines
+
+
+def test_a_failed_run_has_its_lines_and_its_error_in_the_api_when_it_ends(
+    conductor_stack: Stack,
+) -> None:
+    run, messages = _chatty_run(conductor_stack, {"lines": 20, "fail": True})
+    assert run.state is not None and run.state.is_failed(), run.state
+    assert sum(m.startswith("chatty line ") for m in messages) == 20, messages
+    assert any("chatty failed on purpose" in m for m in messages), messages
 
 
 def test_a_code_change_is_picked_up_by_the_next_run(conductor_stack: Stack) -> None:

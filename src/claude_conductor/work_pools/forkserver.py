@@ -24,8 +24,9 @@ Each run is two processes forked from here:
   exit code.
 - the **engine**: a new session (so the worker can signal its whole process group), the
   run's environment and working directory applied, Prefect's settings and logging rebuilt
-  from them, then exactly what ``python -m prefect.engine`` does; logs and events drained
-  before ``os._exit``.
+  from them, then exactly what ``python -m prefect.engine`` does, except that the run's logs
+  are sent before each final state it reports (``run_logs``); logs and events drained before
+  ``os._exit``.
 
 If the worker dies, the forkserver exits (its socket closes) and runs already forked finish on
 their own and report their final state to the API themselves.
@@ -71,6 +72,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 """Largest control message (the run request carries the run's environment)."""
 _LEFTOVER_GRACE_SECONDS = 3.0
 _DRAIN_TIMEOUT_SECONDS = 10.0
+_LOGS_BEFORE_FINAL_STATE_SECONDS = 15.0
 _FILES_PER_PACKET = 200  # a packet must fit the socket's buffer
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NAME = 15
@@ -172,34 +174,6 @@ def _apply_environment(request: dict[str, Any]) -> None:
     setup_logging(incremental=False)
 
 
-def _drain() -> None:
-    """A forked run ends with ``os._exit``: nothing at-exit runs, so the logs and events
-    still queued are sent now (bounded: a run must not hold its slot forever when the API
-    is gone; what is still unsent then is reported on stderr, which the worker logs)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for service in (APILogWorker, EventsWorker):
-        began = time.monotonic()
-        try:
-            result = service.drain_all(timeout=_DRAIN_TIMEOUT_SECONDS)
-        except Exception as exc:  # the run's state is final already; only report it
-            print(
-                f"conductor forkserver: draining {service.__name__} failed: {exc}", file=sys.stderr
-            )
-            continue
-        unsent = len(getattr(result, "not_done", ()) or ())
-        if unsent:
-            print(
-                f"conductor forkserver: {service.__name__} had not sent everything after "
-                f"{time.monotonic() - began:.0f}s ({unsent} batches lost)",
-                file=sys.stderr,
-            )
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-
-
 def _run_engine(request: dict[str, Any]) -> int:
     """What ``python -m prefect.engine`` does, in this already warm interpreter."""
     from uuid import UUID
@@ -209,6 +183,8 @@ def _run_engine(request: dict[str, Any]) -> int:
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import _load_flow_from_runtime_entrypoint, load_flow_run, run_flow
     from prefect.logging.loggers import flow_run_logger
+
+    from claude_conductor.work_pools.run_logs import send_logs_before_final_states
 
     flow_run_id = UUID(request["flow_run_id"])
     configure_from_env()
@@ -225,7 +201,10 @@ def _run_engine(request: dict[str, Any]) -> int:
                     "Unexpected exception encountered when trying to load flow", exc_info=True
                 )
                 raise
-            with RunMetrics(flow_run, flow):
+            with (
+                RunMetrics(flow_run, flow),
+                send_logs_before_final_states(_LOGS_BEFORE_FINAL_STATE_SECONDS),
+            ):
                 result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)  # type: ignore[arg-type]
                 _drive_run_flow_result(flow, result)
     except SystemExit as exc:
@@ -254,7 +233,9 @@ def _engine_main(request: dict[str, Any], close_fds: tuple[int, ...]) -> None:
             print(f"conductor forkserver: the engine failed to start: {exc!r}", file=sys.stderr)
     finally:
         with contextlib.suppress(BaseException):
-            _drain()
+            from claude_conductor.work_pools.run_logs import drain_at_exit
+
+            drain_at_exit(_DRAIN_TIMEOUT_SECONDS)
         os._exit(code)
 
 

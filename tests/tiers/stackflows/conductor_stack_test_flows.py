@@ -68,11 +68,14 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="conductor-stack-test-chatty", persist_result=False)
 async def chatty(spec: dict[str, Any]) -> int:
-    """Logs ``lines`` numbered lines and returns at once: every one must reach the API."""
+    """Logs ``lines`` numbered lines and returns at once (or fails at once, with ``fail``):
+    every one must reach the API."""
     from prefect import get_run_logger
 
     logger = get_run_logger()
     lines = int(spec.get("lines", 50))
     for n in range(lines):
         logger.info("chatty line %d of %d", n + 1, lines)
+    if spec.get("fail"):
+        raise RuntimeError("chatty failed on purpose")
     return lines
