@@ -29,14 +29,19 @@ def _compose_config(*profiles: str) -> dict[str, Any]:
     binary = Path(sys.executable).with_name("docker-compose")
     if not binary.exists():
         binary = Path(need_binary("docker-compose"))
-    env = {**os.environ, "CONDUCTOR_REPOS_DIR": "/srv/repos", "DOCKER_GID": "999"}
+    env = {
+        **os.environ,
+        "CONDUCTOR_REPOS_DIR": "/srv/repos",
+        "CONDUCTOR_DATA_DIR": "/srv/conductor",
+        "DOCKER_GID": "999",
+    }
     args = [str(binary), "-f", str(COMPOSE)]
     for profile in profiles:
         args += ["--profile", profile]
     out = subprocess.run(
         [*args, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60
     )
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
     doc: dict[str, Any] = json.loads(out.stdout)
     return doc
 
