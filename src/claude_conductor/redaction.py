@@ -23,6 +23,7 @@ __all__ = [
     "redact",
     "secret_values",
     "strip_url_credentials",
+    "url_without_secrets",
 ]
 
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL")
@@ -50,6 +51,14 @@ def is_secret_name(name: str) -> bool:
 def strip_url_credentials(url: str, replacement: str = "") -> str:
     """``https://user:pw@host/api`` -> ``https://<replacement>@host/api`` (or no userinfo)."""
     return _URL_USERINFO.sub(f"{replacement}@" if replacement else "", url)
+
+
+def url_without_secrets(url: str) -> str:
+    """A git URL as it may be stored: http(s) without user or token (both are secrets there),
+    other schemes without a password (``ssh://git@host/...`` keeps its user)."""
+    if url.lower().startswith(("http://", "https://")):
+        return strip_url_credentials(url)
+    return _URL_PASSWORD.sub(r"\g<scheme>\g<user>@", url)
 
 
 def mask_url_password(text: str) -> str:

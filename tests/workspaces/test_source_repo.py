@@ -243,3 +243,31 @@ def test_fetch_never_touches_result_branches_in_the_cache(
     git(bare_remote, "branch", "conductor/remote-task", "old")
     resolve_source(url, None, settings)
     assert git(source.path, "rev-parse", "conductor/remote-task") == changes.head_commit
+
+
+def test_a_url_token_is_used_but_never_kept_in_the_clone(
+    bare_remote: Path,
+    repo: Path,
+    settings: ConductorSettings,
+    git: Git,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Agents work in worktrees of the cached clone and can read its config: a token in the
+    task's URL serves the clone and every later fetch, and is stored nowhere in the clone."""
+    url = "https://ci-bot:ghp_s3cretT0ken@git.example.invalid/team/app.git"
+    gitconfig = tmp_path / "gitconfig"  # the https URL, token included, leads to the local remote
+    gitconfig.write_text(f'[url "{bare_remote.as_uri()}"]\n\tinsteadOf = {url}\n')
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+    first = resolve_source(url, None, settings)
+    assert first.base_commit == git(repo, "rev-parse", "HEAD")
+    (repo / "later.txt").write_text("later\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "--quiet", "-m", "later")
+    git(repo, "push", "--quiet", str(bare_remote), "main")
+    assert resolve_source(url, "main", settings).base_commit == git(repo, "rev-parse", "HEAD")
+    stored = [p for p in first.path.rglob("*") if p.is_file() and b"s3cretT0ken" in p.read_bytes()]
+    assert stored == []
+    assert git(first.path, "remote", "get-url", "origin") == (
+        "https://git.example.invalid/team/app.git"
+    )

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claude_conductor.errors import InputError, RepoUnreadableError, WorkspaceError
 from claude_conductor.git_urls import is_git_url
+from claude_conductor.redaction import url_without_secrets
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system.locks import file_lock
 from claude_conductor.workspaces.git import redact, run_git, try_git
@@ -213,12 +214,12 @@ def _resolve_url(url: str, ref: str | None, settings: ConductorSettings) -> Sour
     with file_lock(lock, wait_seconds=CLONE_TIMEOUT_SECONDS + 60):
         if _is_cache_ready(cache):
             if was_ready:
-                _fetch(cache, shown)
+                _fetch(cache, url, shown)
             else:
                 logger.info("another task just cloned %s; reusing %s", shown, cache)
         else:
             _clone(url, cache, shown)
-        base = _resolve_cached_commit(cache, ref, shown)
+        base = _resolve_cached_commit(cache, url, ref, shown)
     return SourceRepo(path=cache, base_commit=base, ref=ref, is_clone=True)
 
 
@@ -266,6 +267,7 @@ def _clone(url: str, cache: Path, shown: str) -> None:
             cache.parent,
             timeout_seconds=CLONE_TIMEOUT_SECONDS,
         )
+        _forget_credentials(staging, url)
         if cache.exists():  # a broken leftover (an interrupted run before the rename)
             shutil.rmtree(cache)
         staging.rename(cache)
@@ -278,11 +280,20 @@ def _clone(url: str, cache: Path, shown: str) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _fetch(cache: Path, shown: str) -> None:
+def _forget_credentials(cache: Path, url: str) -> None:
+    """Keep no credential of the URL in the clone's config: agents work in worktrees of this
+    clone and can read its config. Fetches give the full URL on the command line instead."""
+    safe = url_without_secrets(url)
+    if safe != url:
+        run_git(["remote", "set-url", "origin", safe], cache)
+
+
+def _fetch(cache: Path, url: str, shown: str) -> None:
     logger.info("fetching %s into %s", shown, cache)
     try:
+        _forget_credentials(cache, url)  # a clone made by an older Conductor kept them
         run_git(
-            ["fetch", "--quiet", "--force", "--tags", "origin", *_FETCH_REFSPECS],
+            ["fetch", "--quiet", "--force", "--tags", "--", url, *_FETCH_REFSPECS],
             cache,
             timeout_seconds=FETCH_TIMEOUT_SECONDS,
         )
@@ -294,7 +305,7 @@ def _fetch(cache: Path, shown: str) -> None:
         ) from exc
 
 
-def _resolve_cached_commit(cache: Path, ref: str | None, shown: str) -> str:
+def _resolve_cached_commit(cache: Path, url: str, ref: str | None, shown: str) -> str:
     try:
         return _resolve_commit(cache, ref, repo=shown, where=shown)
     except InputError:
@@ -302,7 +313,7 @@ def _resolve_cached_commit(cache: Path, ref: str | None, shown: str) -> str:
             raise
     # A commit or ref the branches do not carry (a sha, refs/pull/1/head): ask for it directly.
     fetched = try_git(
-        ["fetch", "--quiet", "origin", ref], cache, timeout_seconds=FETCH_TIMEOUT_SECONDS
+        ["fetch", "--quiet", "--", url, ref], cache, timeout_seconds=FETCH_TIMEOUT_SECONDS
     )
     if fetched.returncode == 0:
         probe = try_git(["rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}"], cache)
