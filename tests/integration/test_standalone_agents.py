@@ -149,6 +149,10 @@ def test_submit_wait_status_and_logs(agent_stack: AgentStack) -> None:
     assert "agent uses Write" in logs.stdout
     assert API_KEY not in logs.stdout
 
+    diff = agent_stack.cli("tasks", "diff", result["task_id"])
+    assert diff.returncode == 0, diff.stderr
+    assert "+++ b/hello.txt" in diff.stdout and "+hello" in diff.stdout
+
 
 def test_show_wait_json_reports_the_state_the_run_ended_in(agent_stack: AgentStack) -> None:
     marker = agent_stack.model.add_script(

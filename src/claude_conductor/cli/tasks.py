@@ -1,7 +1,8 @@
-"""``conductor tasks list|show|logs|cancel|retry``: the tasks on the server."""
+"""``conductor tasks list|show|logs|diff|cancel|retry``: the tasks on the server."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -137,6 +138,31 @@ def logs(
         return
     for e in entries:
         _common.console.print(f"{e.timestamp:%H:%M:%S} {e.message}", highlight=False, markup=False)
+
+
+async def _diff(settings: Any, task_id: str) -> tuple[Any, str | None]:
+    from claude_conductor.client.diffs import read_task_diff
+    from claude_conductor.client.tasks import api_client, find_run, task_result
+
+    async with api_client(settings) as client:
+        run = await find_run(client, task_id)
+        result = await task_result(client, run)
+        return run, (await read_task_diff(client, result) if result is not None else None)
+
+
+@tasks_app.command("diff")
+def diff(task_id: str = typer.Argument(..., help="Task id (or flow run id).")) -> int:
+    """The patch a finished task made on its branch (empty when it changed nothing)."""
+    run, text = _common.run_sync(_diff(_common.settings(), task_id))
+    if text is None:
+        state = run.state.name if run.state else "?"
+        _common.err_console.print(
+            f"{run_row(run, None)['task_id']}: {state}, no result yet; wait for it with "
+            "`conductor tasks show ID --wait`"
+        )
+        return 1
+    sys.stdout.write(text)
+    return 0
 
 
 @tasks_app.command("cancel")
