@@ -684,3 +684,42 @@ def test_history_survives_down_and_up(stack: Stack, demo_repo: Path) -> None:
     first = stack.task_ids[0]
     shown = stack.cli("tasks", "show", first, "--json")
     assert f"conductor/{first}" in shown.stdout
+
+
+def test_backup_then_everything_deleted_then_restore(
+    stack: Stack, demo_repo: Path, tmp_path: Path
+) -> None:
+    """`conductor backup --tier docker` (pg_dump + the results folder), `down --volumes` (the
+    database, the data folder and the secrets gone), `up` on an empty database, `restore`: the
+    same tasks with the same outcomes, results and diffs."""
+    made = stack.run_task(
+        {"kind": "command", "title": "backup probe", "command": "echo backed up > saved.txt",
+         "repo": str(demo_repo)},
+        "backup-probe",
+    )  # fmt: skip
+    assert made["status"] == "succeeded", made.get("error")
+    first = made["task_id"]
+
+    def listed() -> dict[str, tuple[str, str]]:
+        rows = json.loads(stack.cli("tasks", "list", "--json").stdout)
+        return {r["task_id"]: (r["state"], r["status"]) for r in rows}
+
+    before = listed()
+    assert first in before
+    diff_before = stack.cli("tasks", "diff", first)
+    folder = tmp_path / "backup"
+    backup = stack.cli("backup", "--tier", "docker", "--to", str(folder), "--json")
+    assert backup.returncode == 0, backup.stderr
+    assert (folder / "prefect.sql").stat().st_size > 0
+    assert (folder / "results.tar.gz").stat().st_size > 0
+    down = stack.cli("down", "--tier", "docker", "--volumes")
+    assert down.returncode == 0, down.stderr
+    up = stack.cli("up", "--tier", "docker", "--offline-model", "--json", timeout=900)
+    assert up.returncode == 0, up.stderr
+    assert first not in listed(), "the new stack should start empty"
+    restore = stack.cli("restore", str(folder), "--tier", "docker")
+    assert restore.returncode == 0, restore.stderr
+    assert listed() == before
+    shown = json.loads(stack.cli("tasks", "show", first, "--json").stdout)
+    assert shown["branch"] == f"conductor/{first}" and shown["result"] is not None
+    assert stack.cli("tasks", "diff", first).stdout == diff_before.stdout

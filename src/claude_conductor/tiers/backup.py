@@ -7,9 +7,10 @@ while the stack runs is consistent (a snapshot of one moment, never a half-writt
 the copy is checked with ``PRAGMA integrity_check``. ``restore`` refuses to run over a live
 stack, or over a home that already has history unless told to replace it.
 
-Docker: ``pg_dump`` of the Prefect database and a tar of the results, both taken through
-``docker compose exec`` in the running stack's own containers; ``restore`` loads them back
-into a running stack (``psql`` and ``tar``), with its workers stopped first.
+Docker: ``pg_dump`` of the Prefect database, taken through ``docker compose exec`` in the running
+stack's own PostgreSQL container, and a tar of the results folder of the stack's data folder (a
+host folder, ``CONDUCTOR_DATA_DIR``); ``restore`` loads them back into a running stack (``psql``,
+and the results unpacked into its data folder), with its workers stopped first.
 
 A backup folder holds ``manifest.json`` (what, when, from where), and ``prefect.db`` or
 ``prefect.sql``, ``results/`` or ``results.tar.gz``, ``config.yaml``.
@@ -21,6 +22,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tarfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,7 @@ from claude_conductor.settings import ConductorSettings, config_path
 from claude_conductor.system import processes
 from claude_conductor.tiers.docker.files import (
     compose_argv,
+    data_dir,
     docker_options,
     find_compose_dir,
     read_env_file,
@@ -252,7 +255,16 @@ def restore_standalone(
 
 # -- docker --------------------------------------------------------------------------------
 
-_HOME_IN_CONTAINER = "/var/lib/conductor"
+
+_PG_SOCKET_DIR = "/tmp"
+"""Where the stack's PostgreSQL puts its socket (deployments/docker/scripts/infra-postgres.sh:
+its root filesystem is read-only)."""
+
+
+def _docker_results(settings: ConductorSettings) -> Path:
+    """The stack's results folder, on the host (the data folder is a host folder mounted at the
+    same path in the containers)."""
+    return data_dir(settings, docker_options()) / "results"
 
 
 def _compose(
@@ -290,16 +302,15 @@ def backup_docker(settings: ConductorSettings, to: Path | None = None) -> Backup
     target = _fresh_target(to or default_backup_dir(settings))
     dump = _compose(
         settings,
-        "exec", "-T", "postgres",
-        "pg_dump", "--username", "prefect", "--dbname", "prefect", "--clean", "--if-exists",
+        "exec", "-T", "postgres",  # the local socket, as the postgres superuser (peer auth)
+        "pg_dump", "--host", _PG_SOCKET_DIR, "--username", "postgres", "--dbname", "prefect",
+        "--clean", "--if-exists",
     )  # fmt: skip
     (target / "prefect.sql").write_bytes(dump)
-    archive = _compose(
-        settings,
-        "exec", "-T", "coordinator", "sh", "-c",
-        f"cd {_HOME_IN_CONTAINER} && mkdir -p results && tar -czf - results",
-    )  # fmt: skip
-    (target / "results.tar.gz").write_bytes(archive)
+    results = _docker_results(settings)
+    with tarfile.open(target / "results.tar.gz", "w:gz") as archive:
+        if results.is_dir():
+            archive.add(results, arcname="results")
     config = None
     if config_path(settings.home).is_file():
         shutil.copy2(config_path(settings.home), target / "config.yaml")
@@ -336,16 +347,15 @@ def restore_docker(settings: ConductorSettings, folder: Path) -> BackupInfo:
         _compose(
             settings,
             "exec", "-T", "postgres",
-            "psql", "--username", "prefect", "--dbname", "prefect", "--quiet",
+            "psql", "--host", _PG_SOCKET_DIR, "--username", "postgres", "--dbname", "prefect",
+            "--quiet",
             "--set", "ON_ERROR_STOP=1",
             stdin=(source / info.database).read_bytes(),
         )  # fmt: skip
-        _compose(
-            settings,
-            "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "coordinator", "-c",
-            f"tar -C {_HOME_IN_CONTAINER} -xzf -",
-            stdin=(source / "results.tar.gz").read_bytes(),
-        )  # fmt: skip
+        results = _docker_results(settings)
+        results.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(source / "results.tar.gz", "r:gz") as archive:
+            archive.extractall(results.parent, filter="data")
     finally:
         _compose(settings, "start", *services)
     return info
