@@ -37,6 +37,7 @@ from prefect.utilities.processutils import sanitize_subprocess_env
 
 from claude_conductor.errors import ConductorError
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.system.processes import is_live
 from claude_conductor.work_pools import forkserver as _forkserver
 from claude_conductor.work_pools.forkserver import MAX_MESSAGE_BYTES
 
@@ -532,16 +533,6 @@ async def _exit_code(reader: asyncio.StreamReader, pid: int) -> int:
         pid,
         message.get("message", message.get("event")),
     )
-    while _pid_alive(pid):
+    while is_live(pid):  # a zombie is gone too
         await asyncio.sleep(0.5)
     return 1
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
