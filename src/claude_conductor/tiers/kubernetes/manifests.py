@@ -18,6 +18,7 @@ __all__ = [
     "manifests_dir",
     "overlay_dir",
     "render",
+    "run_kubectl",
 ]
 
 #: The overlays in the tree (deployments/kubernetes/overlays/NAME).
@@ -82,20 +83,25 @@ def apply_argv(kubectl: str, path: Path, *, context: str | None = None) -> list[
 def render(overlay: str, *, root: Path | None = None, kubectl: str | None = None) -> str:
     """The YAML an overlay applies (what ``kubectl apply -k`` would send)."""
     path = overlay_dir(overlay, root)
-    binary = find_kubectl(kubectl)
+    return run_kubectl(kustomize_argv(find_kubectl(kubectl), path), what=f"kustomize {path}")
+
+
+def run_kubectl(argv: list[str], *, stdin: str | None = None, what: str = "") -> str:
+    """Run a kubectl command line, bounded in time; its output, or one ConductorError with
+    the last line kubectl printed."""
+    what = what or " ".join(argv[1:3])
     try:
         proc = subprocess.run(
-            kustomize_argv(binary, path),
+            argv,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=KUBECTL_TIMEOUT_SECONDS,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ConductorError(
-            f"kubectl kustomize {path} took over {KUBECTL_TIMEOUT_SECONDS:.0f} s"
-        ) from exc
+        raise ConductorError(f"kubectl {what} took over {KUBECTL_TIMEOUT_SECONDS:.0f} s") from exc
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-        raise ConductorError(f"kubectl kustomize {path} failed: {tail[0]}")
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ConductorError(f"kubectl {what} failed: {tail}")
     return proc.stdout

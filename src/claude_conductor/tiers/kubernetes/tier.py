@@ -6,7 +6,6 @@ otherwise one error saying which is missing), ``down`` deletes it, ``status`` an
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,11 +15,11 @@ from claude_conductor.client.connection import conductor_client, run_sync
 from claude_conductor.errors import ConductorError, InputError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers.kubernetes.manifests import (
-    KUBECTL_TIMEOUT_SECONDS,
     apply_argv,
     find_kubectl,
     overlay_dir,
     render,
+    run_kubectl,
 )
 from claude_conductor.tiers.status import DaemonStatus, ScaleResult, StackInfo, read_stack_status
 from claude_conductor.work_pools.pools import set_agent_slots
@@ -64,24 +63,7 @@ class KubernetesTier:
         return argv
 
     def _run(self, argv: list[str], *, stdin: str | None = None, what: str = "") -> str:
-        what = what or " ".join(argv[1:3])
-        try:
-            proc = subprocess.run(
-                argv,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=KUBECTL_TIMEOUT_SECONDS,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ConductorError(
-                f"kubectl {what} took over {KUBECTL_TIMEOUT_SECONDS:.0f} s"
-            ) from exc
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise ConductorError(f"kubectl {what} failed: {tail}")
-        return proc.stdout
+        return run_kubectl(argv, stdin=stdin, what=what)
 
     def check_cluster(self) -> None:
         """ConductorError unless kubectl reaches a cluster (its current or chosen context)."""
