@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import platform
 import signal
@@ -304,3 +305,12 @@ def read_mark(path: Path) -> float | None:
         return float(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def print_report(report: Mapping[str, Any], out: Path | None) -> None:
+    """Print a benchmark's JSON report; with ``out``, also write it there."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, load_average, machine, summary
+from _common import RESULTS, load_average, machine, print_report, summary
 
 from claude_conductor.agents.placement import LaunchRequest, ProcessPlacement
 from claude_conductor.agents.shell import run_shell
@@ -99,12 +98,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=21, help="runs of each (default 21)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    report = asyncio.run(_main(args.runs))
-    text_out = json.dumps(report, indent=2)
-    print(text_out)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text_out + "\n")
+    print_report(asyncio.run(_main(args.runs)), args.out)
     return 0
 
 
