@@ -40,6 +40,7 @@ __all__ = [
     "config_path",
     "default_home",
     "load_settings",
+    "run_settings",
 ]
 
 Tier = Literal["standalone", "docker", "kubernetes"]
@@ -467,3 +468,25 @@ def load_settings(**overrides: Any) -> ConductorSettings:
             f"(check CONDUCTOR_{where.upper().replace('.', '__')} and {path})",
             field=where,
         ) from exc
+
+
+_run_settings_cache: tuple[Any, ConductorSettings] | None = None
+
+
+def run_settings() -> ConductorSettings:
+    """``load_settings()`` for code inside a flow run, built once per environment and config
+    file (a run's steps each need them; building them costs about 10 ms of CPU)."""
+    global _run_settings_cache
+    path = config_path()
+    try:
+        stat = path.stat()
+        file_key: tuple[Any, ...] = (str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        file_key = (str(path),)
+    key = (
+        tuple(sorted(k_v for k_v in os.environ.items() if k_v[0].startswith("CONDUCTOR_"))),
+        file_key,
+    )
+    if _run_settings_cache is None or _run_settings_cache[0] != key:
+        _run_settings_cache = (key, load_settings())
+    return _run_settings_cache[1]

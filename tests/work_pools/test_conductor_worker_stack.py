@@ -52,10 +52,16 @@ def _wait(predicate: Callable[[], T], timeout: float, what: str) -> T:
 
 
 async def _run(
-    client: PrefectClient, deployment: str, spec: dict[str, Any], timeout: float = 120
+    client: PrefectClient,
+    deployment: str,
+    spec: dict[str, Any],
+    timeout: float = 120,
+    job_variables: dict[str, Any] | None = None,
 ) -> FlowRun:
     dep = await client.read_deployment_by_name(deployment)
-    run = await client.create_flow_run_from_deployment(dep.id, parameters={"spec": spec})
+    run = await client.create_flow_run_from_deployment(
+        dep.id, parameters={"spec": spec}, job_variables=job_variables
+    )
     deadline = time.monotonic() + timeout
     while True:
         run = await client.read_flow_run(run.id)
@@ -92,6 +98,32 @@ def test_runs_are_forked_from_the_warm_forkserver(conductor_stack: Stack) -> Non
     _wait(lambda: not processes.pid_alive(int(pid)), 30, "the engine to exit")
     # ... and the forkserver that forked it is still the same, warm one.
     assert _forkserver_pid(conductor_stack) == forkserver
+
+
+def test_a_run_gets_the_prefect_settings_of_its_own_environment(
+    conductor_stack: Stack, tmp_path: Path
+) -> None:
+    """The forkserver builds Prefect's settings once per distinct environment and forks runs
+    with them: a run whose job variables set a Prefect setting sees it, and the next run
+    without it sees the default again."""
+    log = tmp_path / "runs.jsonl"
+
+    async def go() -> list[FlowRun]:
+        async with conductor_client(conductor_stack.settings) as client:
+            spec = {"sleep_seconds": 0, "log": str(log)}
+            own = {"env": {"PREFECT_CLIENT_MAX_RETRIES": "9"}}
+            return [
+                await _run(client, SLEEPY.full_name, {**spec, "label": "default"}),
+                await _run(client, SLEEPY.full_name, {**spec, "label": "own"}, job_variables=own),
+                await _run(client, SLEEPY.full_name, {**spec, "label": "default-again"}),
+            ]
+
+    runs = asyncio.run(go())
+    assert all(r.state is not None and r.state.is_completed() for r in runs)
+    seen = {
+        r["label"]: r["client_max_retries"] for r in map(json.loads, log.read_text().splitlines())
+    }
+    assert seen == {"default": 5, "own": 9, "default-again": 5}
 
 
 async def _all_logs(client: PrefectClient, run_id: Any) -> list[str]:

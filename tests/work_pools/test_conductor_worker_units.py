@@ -13,7 +13,7 @@ from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.client.schemas.responses import DeploymentResponse
 
 from claude_conductor.work_pools import forking
-from claude_conductor.work_pools.forkserver import loaded_source_files
+from claude_conductor.work_pools.forkserver import loaded_source_files, settings_key
 from claude_conductor.work_pools.pools import load_template
 from claude_conductor.work_pools.worker import (
     WORKER_TYPE,
@@ -114,3 +114,26 @@ def test_the_forkserver_watches_third_party_and_own_code_not_the_stdlib() -> Non
     files = loaded_source_files()
     assert prefect.__file__ in files and claude_conductor.__file__ in files
     assert json.__file__ not in files
+
+
+def test_runs_share_prebuilt_prefect_settings_only_when_nothing_they_read_differs(
+    tmp_path: Path,
+) -> None:
+    base = {"PREFECT_API_URL": "http://127.0.0.1:1/api", "PREFECT_HOME": str(tmp_path / "p")}
+    one = {**base, "PREFECT__FLOW_RUN_ID": "a", "PATH": "/bin"}
+    two = {**base, "PREFECT__FLOW_RUN_ID": "b", "PATH": "/usr/bin"}
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    run_a.mkdir()
+    run_b.mkdir()
+    # Per-run values and other variables are not settings; empty run folders read nothing.
+    assert settings_key(one, str(run_a)) == settings_key(two, str(run_b))
+    # A Prefect setting, or a settings file in the run's folder or the profiles file, is.
+    assert settings_key({**one, "PREFECT_LOGGING_LEVEL": "DEBUG"}, str(run_a)) != settings_key(
+        one, str(run_a)
+    )
+    (run_b / ".env").write_text("PREFECT_LOGGING_LEVEL=DEBUG\n")
+    assert settings_key(one, str(run_a)) != settings_key(one, str(run_b))
+    (tmp_path / "p").mkdir()
+    before = settings_key(one, str(run_a))
+    (tmp_path / "p" / "profiles.toml").write_text('active = "default"\n')
+    assert settings_key(one, str(run_a)) != before

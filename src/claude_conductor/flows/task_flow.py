@@ -28,7 +28,7 @@ from claude_conductor.flows import steps
 from claude_conductor.flows.identity import adopt_flow_run
 from claude_conductor.flows.results import publish_result
 from claude_conductor.models import AgentEvent, TaskResult, TaskSpec, TaskStatus, VerifyResult
-from claude_conductor.settings import load_settings
+from claude_conductor.settings import run_settings
 from claude_conductor.workspaces.worktree import Workspace
 
 __all__ = ["conductor_task", "run_one"]
@@ -60,18 +60,18 @@ def _not_bad_input(task: Any, task_run: Any, state: State[Any]) -> bool:
     retry_condition_fn=_not_bad_input,
 )
 async def prepare_workspace(spec: TaskSpec) -> Workspace:
-    return await asyncio.to_thread(steps.prepare, spec, load_settings())
+    return await asyncio.to_thread(steps.prepare, spec, run_settings())
 
 
 @task(name="run-agent", cache_policy=NO_CACHE)
 async def run_work(spec: TaskSpec, ws: Workspace) -> steps.WorkOutcome:
     logger = get_run_logger()
-    env = await agent_base_env(load_settings())  # the credentials block, when one is set
+    env = await agent_base_env(run_settings())  # the credentials block, when one is set
 
     def on_event(event: AgentEvent) -> None:
         logger.info("agent %s", redact(event.describe(), env))
 
-    outcome = await steps.do_work(spec, ws, load_settings(), on_event=on_event, base_env=env)
+    outcome = await steps.do_work(spec, ws, run_settings(), on_event=on_event, base_env=env)
     agent = outcome.agent
     if (
         agent is not None
@@ -85,7 +85,7 @@ async def run_work(spec: TaskSpec, ws: Workspace) -> steps.WorkOutcome:
 
 @task(name="verify", cache_policy=NO_CACHE)
 async def verify_work(spec: TaskSpec, ws: Workspace) -> VerifyResult | None:
-    return await steps.run_verify(spec, ws, load_settings())
+    return await steps.run_verify(spec, ws, run_settings())
 
 
 @task(name="collect-result", cache_policy=NO_CACHE)
@@ -97,7 +97,7 @@ async def collect_result(
     started_at: datetime,
     started_monotonic: float,
 ) -> TaskResult:
-    settings = load_settings()
+    settings = run_settings()
     result = await asyncio.to_thread(
         steps.collect,
         spec,

@@ -23,10 +23,12 @@ Each run is two processes forked from here:
   engine is re-parented to the supervisor, not to init), drops the record, then reports the
   exit code.
 - the **engine**: a new session (so the worker can signal its whole process group), the
-  run's environment and working directory applied, Prefect's settings and logging rebuilt
-  from them, then exactly what ``python -m prefect.engine`` does, except that the run's logs
-  are sent before each final state it reports (``run_logs``); logs and events drained before
-  ``os._exit``.
+  run's environment and working directory applied, then exactly what ``python -m
+  prefect.engine`` does, except that the run's logs are sent before each final state it
+  reports (``run_logs``); logs and events drained before ``os._exit``. Prefect's settings
+  and logging, which a run builds from its environment, are built here in the forkserver
+  before the fork, once per distinct environment (``settings_key``: the runs of a pool all
+  share one), and inherited; an engine whose key differs builds its own.
 
 If the worker dies, the forkserver exits (its socket closes) and runs already forked finish on
 their own and report their final state to the API themselves.
@@ -64,6 +66,7 @@ __all__ = [
     "main",
     "preload_modules",
     "run",
+    "settings_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,11 +157,82 @@ def _reap_all() -> list[tuple[int, int]]:
 # -- the engine (grandchild) ---------------------------------------------------------------
 
 
+_SETTINGS_FILES = (".env", "prefect.toml", "pyproject.toml")
+"""Files in a run's working directory that Prefect's settings read."""
+
+
+def settings_key(env: dict[str, str | None], cwd: str | None) -> str:
+    """What Prefect's settings are built from: the ``PREFECT_`` variables (not the per-run
+    ``PREFECT__`` ones), the settings files of the working directory and the profiles file.
+    Runs with the same key have the same settings."""
+    prefect = sorted(
+        (k, v)
+        for k, v in env.items()
+        if k.startswith("PREFECT_") and not k.startswith("PREFECT__") and v is not None
+    )
+    home = env.get("PREFECT_HOME") or os.path.join(os.path.expanduser("~"), ".prefect")
+    profiles = env.get("PREFECT_PROFILES_PATH") or os.path.join(home, "profiles.toml")
+    paths = [profiles, *(os.path.join(cwd or os.getcwd(), n) for n in _SETTINGS_FILES)]
+    files: list[Any] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue  # a file that is not there changes nothing, whatever the folder
+        files.append([path, stat.st_mtime_ns, stat.st_size])
+    return json.dumps([prefect, files])
+
+
+_built_settings_key: str | None = None
+"""The ``settings_key`` Prefect's settings and logging were last built for in this process."""
+
+
+def _build_settings(env: dict[str, str | None], cwd: str | None) -> None:
+    """Rebuild Prefect's settings and logging from ``env`` (in ``cwd``); in the forkserver
+    (once per distinct key, then every run forked with that key inherits them) or in an
+    engine whose key was not built."""
+    global _built_settings_key
+    import prefect.context
+    from prefect.logging.configuration import setup_logging
+
+    key = settings_key(env, cwd)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    _built_settings_key = None
+    try:
+        os.environ.clear()
+        os.environ.update({k: v for k, v in env.items() if v is not None})
+        if cwd:
+            os.chdir(cwd)
+        prefect.context.refresh_global_settings_context()
+        setup_logging(incremental=False)
+        _built_settings_key = key
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        with contextlib.suppress(OSError):
+            os.chdir(saved_cwd)
+
+
+def _prepare_settings(request: dict[str, Any]) -> None:
+    """In the forkserver, before forking a run: build Prefect's settings for the run's
+    environment unless they are built already (about a quarter of a second of an engine's
+    CPU otherwise: runs of one pool share one key). A failure is left to the engine, which
+    builds them itself and reports the error on the run."""
+    try:
+        if settings_key(request["env"], request.get("cwd")) != _built_settings_key:
+            _build_settings(request["env"], request.get("cwd"))
+    except Exception as exc:
+        print(f"conductor forkserver: Prefect settings not prebuilt: {exc!r}", file=sys.stderr)
+
+
 def _apply_environment(request: dict[str, Any]) -> None:
     env = {k: v for k, v in request["env"].items() if v is not None}
+    cwd = request.get("cwd")
+    if settings_key(env, cwd) != _built_settings_key:
+        # Settings and logging were built from another environment (the forkserver's own).
+        _build_settings(env, cwd)
     os.environ.clear()
     os.environ.update(env)
-    cwd = request.get("cwd")
     if cwd:
         os.chdir(cwd)
     if not request.get("stream_output", True):
@@ -166,12 +240,6 @@ def _apply_environment(request: dict[str, Any]) -> None:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
-    import prefect.context
-    from prefect.logging.configuration import setup_logging
-
-    # Settings and logging were built from the forkserver's environment at import time.
-    prefect.context.refresh_global_settings_context()
-    setup_logging(incremental=False)
 
 
 def _run_engine(request: dict[str, Any]) -> int:
@@ -412,6 +480,7 @@ def serve(control: socket.socket, preload: list[str], records: Path | None = Non
             if op == "ping":
                 _send(control, {"event": "pong"}, packet=True)
             elif op == "run" and fds:
+                _prepare_settings(message)
                 _fork_run(message, fds[0], control.fileno(), records)
                 for extra in fds[1:]:
                     os.close(extra)

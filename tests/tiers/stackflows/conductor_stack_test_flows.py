@@ -44,6 +44,8 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         await asyncio.sleep(float(spec.get("sleep_seconds", 1)))
     finished = time.time()
+    from prefect.settings import get_current_settings
+
     import claude_conductor
 
     record = {
@@ -58,6 +60,7 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
         "cwd_entries": sorted(os.listdir()),
         "conductor_home": os.environ.get("CONDUCTOR_HOME"),
         "anthropic_probe": os.environ.get("ANTHROPIC_STACK_TEST_PROBE"),
+        "client_max_retries": get_current_settings().client.max_retries,
     }
     log = spec.get("log")
     if log:
