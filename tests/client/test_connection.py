@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from claude_conductor.client.connection import check_reachable, run_sync
+from claude_conductor.client.connection import run_sync
+from claude_conductor.client.rest import check_reachable
 from claude_conductor.errors import ApiTimeoutError, ServerNotRunningError
 
 

@@ -198,6 +198,7 @@ def test_status_and_dashboard_count_busy_slots_alike(
     from prefect.states import Cancelling
 
     from claude_conductor.client import tasks as api
+    from claude_conductor.client.rest import api_reader
     from claude_conductor.tiers.status import read_pool_status
 
     pool = "busy-definition"
@@ -214,7 +215,8 @@ def test_status_and_dashboard_count_busy_slots_alike(
             await client.create_flow_run_from_deployment(
                 deployment, state=Cancelling(), tags=["conductor"]
             )
-            status = await read_pool_status(client, pool)
+        async with api_reader(settings) as reader:
+            status = await read_pool_status(reader, pool)
             assert status is not None
             return status.busy
 

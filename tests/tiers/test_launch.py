@@ -146,3 +146,23 @@ def test_down_and_status_with_nothing_running(settings: ConductorSettings) -> No
     info = standalone.status(settings)
     assert not info.healthy and info.daemons == [] and info.pids == {}
     assert info.ui_url == "http://127.0.0.1:4321"
+
+
+def test_a_warm_server_start_skips_what_the_database_already_has(
+    settings: ConductorSettings,
+) -> None:
+    """Migrations and block-type registration run at the first start on a database (and after
+    an upgrade or a restore); later starts skip them."""
+    skipped = "PREFECT_API_DATABASE_MIGRATE_ON_START"
+    assert skipped not in launch.server_env(settings, {})  # no database yet
+    database = launch.prefect_home(settings) / "prefect.db"
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"")
+    assert skipped not in launch.server_env(settings, {})  # never prepared by a server
+    launch.record_server_prepared(settings)  # what `up` does once the server is healthy
+    env = launch.server_env(settings, {})
+    assert env[skipped] == "false" and env["PREFECT_API_BLOCKS_REGISTER_ON_START"] == "false"
+    # Another database file in its place (a restore, a deleted home): prepared again.
+    database.rename(database.with_name("old.db"))
+    database.write_bytes(b"")
+    assert skipped not in launch.server_env(settings, {})

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -406,3 +407,35 @@ def test_simultaneous_submissions_are_all_accepted(conductor_stack: Stack) -> No
     codes, runs = asyncio.run(go())
     assert codes == [201] * 20, codes
     assert all(r.state is not None and r.state.is_completed() for r in runs)
+
+
+def test_status_from_the_command_line_reads_the_live_stack_without_importing_prefect(
+    conductor_stack: Stack,
+) -> None:
+    """``conductor status`` is typed often and while the machine is busy: it reads the API
+    with plain HTTP (importing Prefect's client alone costs about a second of CPU)."""
+    settings = conductor_stack.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "PREFECT_"))}
+    env |= {
+        "CONDUCTOR_HOME": str(settings.home),
+        "CONDUCTOR_SERVER__PORT": str(settings.server.port),
+        "PYTHONPROFILEIMPORTTIME": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "claude_conductor.cli.main", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout)
+    assert info["healthy"] and info["agents"] == 2
+    assert {p["name"] for p in info["pools"]} == {
+        settings.worker.pool,
+        settings.worker.coordinator_pool,
+    }
+    assert all(p["workers_online"] >= 1 for p in info["pools"])
+    assert "conductor-task/run" in info["deployments"]
+    imported = [line.split("|")[-1].strip() for line in out.stderr.splitlines()]
+    assert not [m for m in imported if m == "prefect" or m.startswith("prefect.")]

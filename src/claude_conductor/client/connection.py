@@ -11,15 +11,18 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-from prefect.client.orchestration import PrefectClient, get_client
-from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-from claude_conductor.errors import ApiTimeoutError, ServerNotRunningError
-from claude_conductor.redaction import url_without_secrets
+from claude_conductor.client.rest import (
+    BUSY_TIMEOUT_SECONDS,
+    HEALTH_TIMEOUT_SECONDS,
+    check_reachable,
+)
+from claude_conductor.errors import ApiTimeoutError
 from claude_conductor.settings import ConductorSettings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
@@ -32,11 +35,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-HEALTH_TIMEOUT_SECONDS = 3.0
-# A server that accepted the connection is running: when it is slow (a busy machine, SQLite
-# under a burst) it gets this much longer before the check gives up on it.
-BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def prefect_env(settings: ConductorSettings, api_url: str | None = None) -> dict[str, str]:
@@ -52,39 +50,15 @@ def env_for_prefect(settings: ConductorSettings) -> dict[str, str]:
     return {**os.environ, **prefect_env(settings)}
 
 
-async def check_reachable(
-    url: str,
-    timeout_seconds: float = HEALTH_TIMEOUT_SECONDS,
-    busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
-) -> None:
-    """Fail fast (no client retries) when nothing answers ``<url>/health``
-    (``ServerNotRunningError``); a server that accepts the connection but is slow to answer
-    is running, so it gets ``busy_timeout_seconds`` more (then ``ApiTimeoutError``)."""
-    health = url.rstrip("/") + "/health"
-    try:
-        async with httpx.AsyncClient(timeout=timeout_seconds) as http:
-            try:
-                response = await http.get(health)
-            except httpx.ReadTimeout:
-                response = await http.get(health, timeout=busy_timeout_seconds)
-    except httpx.ReadTimeout as exc:
-        raise ApiTimeoutError(
-            f"the Prefect API at {url_without_secrets(url)} accepted the connection but did not answer its health "
-            f"check within {timeout_seconds + busy_timeout_seconds:.0f} s; it is running but "
-            "overloaded or stuck: check `conductor status` and the server's log"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise ServerNotRunningError(url) from exc
-    if response.status_code >= 500:
-        raise ServerNotRunningError(url)
-
-
 @contextlib.asynccontextmanager
 async def conductor_client(
     settings: ConductorSettings, *, api_url: str | None = None, check: bool = True
 ) -> AsyncIterator[PrefectClient]:
     """A client on ``api_url`` (default ``settings.server.url``) with the configured auth;
     ``ServerNotRunningError`` when ``check`` and the API does not answer."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
     url = api_url or settings.server.url
     if check:
         await check_reachable(url)

@@ -10,6 +10,7 @@ an overlap, deduplicated by flow-run id).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,13 +23,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
-    FlowRunFilterWorkQueueName,
-    WorkPoolFilter,
-    WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
+from claude_conductor.client.rest import ApiReader, api_reader
 from claude_conductor.client.tasks import api_client
 from claude_conductor.errors import ConductorError
 from claude_conductor.flows.identity import task_id_of
@@ -74,9 +73,12 @@ class FleetReader:
         now = datetime.now(UTC)
         base = {"taken_at": now, "api_url": _masked(self.settings.server.url)}
         try:
-            async with api_client(self.settings) as client:
+            async with (
+                api_client(self.settings) as client,
+                api_reader(self.settings, check=False) as api,
+            ):
                 pools = [
-                    g for role in _ROLES if (g := await _pool_gauges(client, self.settings, role))
+                    g for role in _ROLES if (g := await _pool_gauges(api, self.settings, role))
                 ]
                 submitted = await client.count_flow_runs(
                     flow_run_filter=FlowRunFilter(tags=_conductor())
@@ -144,21 +146,16 @@ class FleetReader:
 
 
 async def _pool_gauges(
-    client: PrefectClient, settings: ConductorSettings, role: PoolKind
+    api: ApiReader, settings: ConductorSettings, role: PoolKind
 ) -> PoolGauges | None:
     name = pool_name(settings, role)
-    status = await read_pool_status(client, name)
+    status = await read_pool_status(api, name)
     if status is None:
         return None
-    queued = {}
-    for queue in PRIORITY_QUEUES:
-        queued[queue.name] = await client.count_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-                work_queue_name=FlowRunFilterWorkQueueName(any_=[queue.name]),
-            ),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[name])),
-        )
+    counts = await asyncio.gather(
+        *(api.count_runs(name, ["SCHEDULED"], queues=[q.name]) for q in PRIORITY_QUEUES)
+    )
+    queued = {queue.name: count for queue, count in zip(PRIORITY_QUEUES, counts, strict=True)}
     slots = status.slots
     if slots is None:  # unlimited: report what the settings configure
         slots = settings.worker.agents if role == "agents" else settings.worker.coordinator_slots

@@ -75,9 +75,9 @@ class _Standalone:
         return stack.down(settings)
 
     def status(self, settings: ConductorSettings) -> StackInfo:
-        from claude_conductor.tiers.standalone import stack
+        from claude_conductor.tiers.standalone import info
 
-        return stack.status(settings)
+        return info.status(settings)
 
     def scale_agents(self, settings: ConductorSettings, agents: int) -> ScaleResult:
         from claude_conductor.tiers.standalone import stack

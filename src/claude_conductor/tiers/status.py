@@ -1,26 +1,18 @@
 """What a Conductor stack looks like right now: its processes, its API, its pools' slots and
-runs. ``read_stack_status`` only needs a Prefect client, so ``conductor status`` can use it on
-any tier's API."""
+runs. ``read_stack_status`` only needs the API (``client.rest.ApiReader``: no Prefect import,
+its reads made at once), so ``conductor status`` answers fast on any tier's API."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
-from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-    WorkPoolFilter,
-    WorkPoolFilterName,
-)
-from prefect.client.schemas.objects import StateType, WorkerStatus
-from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field
 
+from claude_conductor.client.rest import ApiReader
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
-from claude_conductor.work_pools.pools import count_busy
+from claude_conductor.work_pools.names import BUSY_STATES
 
 __all__ = [
     "DaemonStatus",
@@ -52,7 +44,7 @@ class PoolStatus(BaseModel):
     name: str = Field(description="Work pool name.")
     slots: int | None = Field(description="Concurrency limit (None: unlimited).")
     paused: bool = Field(description="A paused pool hands out no runs.")
-    busy: int = Field(description="Runs holding a slot (see work_pools.pools.BUSY_STATE_TYPES).")
+    busy: int = Field(description="Runs holding a slot (see work_pools.names.BUSY_STATES).")
     running: int = Field(description="Runs in Running state.")
     queued: int = Field(description="Runs waiting (Scheduled, Late included).")
     workers_online: int = Field(description="Workers that sent a recent heartbeat.")
@@ -123,51 +115,40 @@ def daemon_statuses(settings: ConductorSettings) -> list[DaemonStatus]:
     return out
 
 
-async def _count(client: PrefectClient, pool: str, types: list[StateType]) -> int:
-    return await client.count_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
-        ),
-        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-    )
-
-
-async def read_pool_status(client: PrefectClient, pool: str) -> PoolStatus | None:
+async def read_pool_status(api: ApiReader, pool: str) -> PoolStatus | None:
     """Slots, busy/running/queued counts and online workers of ``pool``; None if it is absent."""
-    try:
-        work_pool = await client.read_work_pool(pool)
-    except ObjectNotFound:
+    work_pool = await api.work_pool(pool)
+    if work_pool is None:
         return None
-    workers = await client.read_workers_for_work_pool(pool)
+    workers, busy, running, queued = await asyncio.gather(
+        api.workers(pool),
+        api.count_runs(pool, BUSY_STATES),
+        api.count_runs(pool, ["RUNNING"]),
+        api.count_runs(pool, ["SCHEDULED"]),
+    )
     return PoolStatus(
         name=pool,
-        slots=work_pool.concurrency_limit,
-        paused=work_pool.is_paused,
-        busy=await count_busy(client, pool),
-        running=await _count(client, pool, [StateType.RUNNING]),
-        queued=await _count(client, pool, [StateType.SCHEDULED]),
-        workers_online=sum(1 for w in workers if w.status == WorkerStatus.ONLINE),
+        slots=work_pool.get("concurrency_limit"),
+        paused=bool(work_pool.get("is_paused")),
+        busy=busy,
+        running=running,
+        queued=queued,
+        workers_online=sum(1 for w in workers if w.get("status") == "ONLINE"),
     )
 
 
 async def read_stack_status(
-    client: PrefectClient, settings: ConductorSettings, base: StackInfo
+    api: ApiReader, settings: ConductorSettings, base: StackInfo
 ) -> StackInfo:
     """``base`` completed with what the API knows: pools, slots, runs, deployments."""
-    pools = [
-        p
-        for name in (settings.worker.pool, settings.worker.coordinator_pool)
-        if (p := await read_pool_status(client, name)) is not None
-    ]
-    agent_pool = next((p for p in pools if p.name == settings.worker.pool), None)
-    deployments = await client.read_deployments(
-        work_pool_filter=WorkPoolFilter(
-            name=WorkPoolFilterName(any_=[settings.worker.pool, settings.worker.coordinator_pool])
-        )
+    names = (settings.worker.pool, settings.worker.coordinator_pool)
+    found, deployments = await asyncio.gather(
+        asyncio.gather(*(read_pool_status(api, name) for name in names)),
+        api.deployment_names(names),
     )
-    flows = {fid: (await client.read_flow(fid)).name for fid in {d.flow_id for d in deployments}}
-    names = sorted(f"{flows[d.flow_id]}/{d.name}" for d in deployments)
-    update: dict[str, object] = {"pools": pools, "deployments": names}
+    pools = [p for p in found if p is not None]
+    agent_pool = next((p for p in pools if p.name == settings.worker.pool), None)
+    update: dict[str, object] = {"pools": pools, "deployments": deployments}
     if agent_pool is not None:
         update |= {
             "agents": agent_pool.slots,

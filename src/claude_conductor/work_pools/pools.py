@@ -36,6 +36,7 @@ from prefect.exceptions import ObjectNotFound
 
 from claude_conductor.errors import InputError
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.work_pools.names import BUSY_STATES, PoolKind, pool_name
 
 __all__ = [
     "BUSY_STATE_TYPES",
@@ -61,12 +62,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TemplateKind = Literal["conductor", "process", "docker", "kubernetes", "process-locked"]
-PoolKind = Literal["agents", "coordinators"]
 
-BUSY_STATE_TYPES = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
-"""The one definition of "busy": a run holds one of its pool's slots while it is Pending,
-Running or Cancelling (the states Prefect's server counts against a pool's and a queue's
-concurrency limit). ``conductor status`` and the dashboard both count with it."""
+BUSY_STATE_TYPES = tuple(StateType(name) for name in BUSY_STATES)
+"""``names.BUSY_STATES`` as Prefect's state types."""
 
 
 def busy_filter() -> FlowRunFilter:
@@ -140,10 +138,6 @@ def load_template(kind: TemplateKind) -> dict[str, Any]:
         )
     data: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
     return data
-
-
-def pool_name(settings: ConductorSettings, kind: PoolKind) -> str:
-    return settings.worker.pool if kind == "agents" else settings.worker.coordinator_pool
 
 
 async def _ensure_pool(

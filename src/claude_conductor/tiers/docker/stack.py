@@ -28,6 +28,7 @@ from typing import Any
 from claude_conductor import config_file
 from claude_conductor.agents.docker_placement import STACK_LABEL
 from claude_conductor.client.connection import conductor_client, run_sync
+from claude_conductor.client.rest import api_reader
 from claude_conductor.errors import ConductorError, InputError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings, config_path
 from claude_conductor.tiers.docker.files import (
@@ -189,8 +190,8 @@ async def _wait_ready(settings: ConductorSettings, timeout_seconds: float) -> St
     )
     while True:
         try:
-            async with conductor_client(settings) as client:
-                current = await read_stack_status(client, settings, info)
+            async with api_reader(settings) as api:
+                current = await read_stack_status(api, settings, info)
         except ServerNotRunningError:
             current = info.model_copy(update={"healthy": False})
         if current.ready and len(current.pools) == 2:
@@ -301,7 +302,7 @@ def status(settings: ConductorSettings, opts: DockerOptions | None = None) -> St
     client = client_settings(settings, opts, files)
 
     async def _query() -> StackInfo:
-        async with conductor_client(client) as api:
+        async with api_reader(client) as api:
             return await read_stack_status(api, client, base.model_copy(update={"healthy": True}))
 
     try:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from claude_conductor.client.connection import conductor_client, run_sync
+from claude_conductor.client.rest import api_reader
 from claude_conductor.errors import ConductorError, InputError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers.kubernetes.manifests import (
@@ -121,7 +122,7 @@ class KubernetesTier:
         base = self._base_info(settings)
 
         async def _query() -> StackInfo:
-            async with conductor_client(settings) as api:
+            async with api_reader(settings) as api:
                 healthy = base.model_copy(update={"healthy": True})
                 return await read_stack_status(api, settings, healthy)
 

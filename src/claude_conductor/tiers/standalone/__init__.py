@@ -1,6 +1,22 @@
 """The standalone tier: everything on this machine (Prefect server on SQLite, process workers,
-the dashboard), started and stopped by PID."""
+the dashboard), started and stopped by PID.
 
-from claude_conductor.tiers.standalone.stack import down, scale_agents, status, up
+``up``, ``down``, ``status`` and ``scale_agents`` are loaded on first use: the server's own
+process (``python -m claude_conductor.tiers.standalone.server``) imports this package and
+must not pay for the whole stack module (Prefect's client, the flows) before it starts."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from claude_conductor.tiers.standalone.stack import down, scale_agents, status, up
 
 __all__ = ["down", "scale_agents", "status", "up"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("claude_conductor.tiers.standalone.stack"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

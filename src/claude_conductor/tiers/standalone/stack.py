@@ -18,18 +18,18 @@ from typing import Any
 
 from claude_conductor import config_file
 from claude_conductor.client.connection import conductor_client, run_sync
+from claude_conductor.client.rest import api_reader
 from claude_conductor.credentials import register_block_types
 from claude_conductor.errors import ConductorError, InputError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.system import processes
 from claude_conductor.tiers.standalone import addons, launch, teardown
+from claude_conductor.tiers.standalone.info import status
 from claude_conductor.tiers.status import (
     DaemonStatus,
     ScaleResult,
     StackInfo,
-    daemon_statuses,
     read_pool_status,
-    read_stack_status,
 )
 from claude_conductor.work_pools.deployments import apply_deployments
 from claude_conductor.work_pools.pools import (
@@ -261,6 +261,8 @@ def _up(
             start_worker()  # now: its imports overlap the server's start; it waits for the API
         step(f"waiting for the Prefect server at {launch.local_api_url(settings)}")
         _wait_server(settings, remaining())
+        if launch.SERVER in started:
+            launch.record_server_prepared(settings)
         if check_runs:
             step("checking for runs an unclean stop left in flight")
             teardown.crash_interrupted_runs(settings)
@@ -325,10 +327,10 @@ def _keep_worker(
 
 
 async def _busy_runs(settings: ConductorSettings) -> int:
-    async with conductor_client(settings, api_url=launch.local_api_url(settings)) as client:
+    async with api_reader(settings, api_url=launch.local_api_url(settings)) as api:
         total = 0
         for kind in ("agents", "coordinators"):
-            pool = await read_pool_status(client, pool_name(settings, kind))
+            pool = await read_pool_status(api, pool_name(settings, kind))
             total += pool.busy if pool is not None else 0
         return total
 
@@ -351,31 +353,6 @@ def down(settings: ConductorSettings, grace_seconds: float = 10.0) -> list[Daemo
 
 
 # -- status and scale ----------------------------------------------------------------------
-
-
-def status(settings: ConductorSettings) -> StackInfo:
-    """What runs, whether the API answers, the pools' slots and their queued/running runs."""
-    api_url = settings.server.url
-    daemons = daemon_statuses(settings)
-    healthy = processes.http_ok(launch.health_url(api_url))
-    info = StackInfo(
-        tier=settings.tier,
-        api_url=api_url,
-        ui_url=api_url.removesuffix("/api") if settings.server.api_url else launch.ui_url(settings),
-        healthy=healthy,
-        pool=settings.worker.pool,
-        coordinator_pool=settings.worker.coordinator_pool,
-        daemons=daemons,
-        dashboard_url=addons.dashboard_url(settings),
-    )
-    if not healthy:
-        return info
-
-    async def _query() -> StackInfo:
-        async with conductor_client(settings, api_url=api_url) as client:
-            return await read_stack_status(client, settings, info)
-
-    return run_sync(_query())
 
 
 def _save_agents(settings: ConductorSettings, agents: int) -> Path:
