@@ -137,3 +137,20 @@ def test_runs_share_prebuilt_prefect_settings_only_when_nothing_they_read_differ
     before = settings_key(one, str(run_a))
     (tmp_path / "p" / "profiles.toml").write_text('active = "default"\n')
     assert settings_key(one, str(run_a)) != before
+
+
+def test_prefect_clients_in_a_forked_run_share_one_verified_tls_context() -> None:
+    import ssl
+
+    import certifi
+
+    from claude_conductor.work_pools.forkserver import SharedVerifiedContexts
+
+    shared = SharedVerifiedContexts(ssl)
+    verified = shared.create_default_context(cafile=certifi.where())
+    assert shared.create_default_context(cafile=certifi.where()) is verified
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    # An unverified one is Prefect's to change: always a new one, never the shared one.
+    loose = shared.create_default_context()
+    assert loose is not shared.create_default_context() and loose is not verified
+    assert shared.SSLContext is ssl.SSLContext  # the rest of the module as it is

@@ -62,11 +62,13 @@ from claude_conductor.system.processes import forget_process, record_process
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "PROCESS_NAMES",
+    "SharedVerifiedContexts",
     "loaded_source_files",
     "main",
     "preload_modules",
     "run",
     "settings_key",
+    "share_verified_tls_contexts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -410,6 +412,61 @@ def preload_modules(modules: list[str]) -> list[str]:
     return errors
 
 
+class SharedVerifiedContexts:
+    """Stands in for the ``ssl`` module inside Prefect's client module, and only there: a
+    verified TLS context for a CA file is built once (in the forkserver, before any fork) and
+    shared by every Prefect client of every run. Prefect builds one per client, even for an
+    ``http://`` API: loading the CA bundle costs about 20 ms of CPU, and a run makes three
+    clients. Anything else (an unverified context, which Prefect then changes; any other use
+    of ``ssl``) goes to the real module unchanged."""
+
+    def __init__(self, module: Any) -> None:
+        self._ssl = module
+        self._contexts: dict[tuple[str, int, int], Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ssl, name)
+
+    def create_default_context(
+        self,
+        purpose: Any = None,
+        *,
+        cafile: str | None = None,
+        capath: str | None = None,
+        cadata: Any = None,
+    ) -> Any:
+        purpose = self._ssl.Purpose.SERVER_AUTH if purpose is None else purpose
+        if cafile is None or capath is not None or cadata is not None:
+            return self._ssl.create_default_context(
+                purpose, cafile=cafile, capath=capath, cadata=cadata
+            )
+        try:
+            stat = os.stat(cafile)
+        except OSError:  # let ssl say what is wrong with it
+            return self._ssl.create_default_context(purpose, cafile=cafile)
+        key = (f"{purpose}:{cafile}", stat.st_mtime_ns, stat.st_size)
+        if key not in self._contexts:
+            self._contexts[key] = self._ssl.create_default_context(purpose, cafile=cafile)
+        return self._contexts[key]
+
+
+def share_verified_tls_contexts() -> None:
+    """Make Prefect's clients share verified TLS contexts (``SharedVerifiedContexts``), the
+    default one built now so forked runs inherit it; nothing when Prefect's client is not
+    loaded or has no ``ssl`` of its own to replace."""
+    import ssl
+
+    orchestration = sys.modules.get("prefect.client.orchestration")
+    if orchestration is None or getattr(orchestration, "ssl", None) is not ssl:
+        return
+    shared = SharedVerifiedContexts(ssl)
+    with contextlib.suppress(Exception):
+        import certifi
+
+        shared.create_default_context(cafile=certifi.where())
+    orchestration.ssl = shared  # type: ignore[attr-defined]
+
+
 def _messages(sock: socket.socket) -> Iterator[tuple[dict[str, Any] | None, list[int]]]:
     """Packets from the worker (None at EOF), with the descriptors attached to each."""
     while True:
@@ -446,6 +503,7 @@ def _fork_run(request: dict[str, Any], fd: int, control_fd: int, records: Path |
 
 def serve(control: socket.socket, preload: list[str], records: Path | None = None) -> int:
     errors = preload_modules(preload)
+    share_verified_tls_contexts()
     gc.collect()
     gc.freeze()  # forked runs then leave these objects' pages shared
     files = loaded_source_files()
