@@ -69,6 +69,7 @@ __all__ = [
     "run",
     "settings_key",
     "share_verified_tls_contexts",
+    "warm_verified_tls_context",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def _build_settings(env: dict[str, str | None], cwd: str | None) -> None:
             os.chdir(cwd)
         prefect.context.refresh_global_settings_context()
         setup_logging(incremental=False)
+        warm_verified_tls_context()
         _built_settings_key = key
     finally:
         os.environ.clear()
@@ -459,12 +461,23 @@ def share_verified_tls_contexts() -> None:
     orchestration = sys.modules.get("prefect.client.orchestration")
     if orchestration is None or getattr(orchestration, "ssl", None) is not ssl:
         return
-    shared = SharedVerifiedContexts(ssl)
+    orchestration.ssl = SharedVerifiedContexts(ssl)  # type: ignore[attr-defined]
+    warm_verified_tls_context()
+
+
+def warm_verified_tls_context() -> None:
+    """Build the verified context Prefect's clients will ask for under the current settings
+    (``PREFECT_API_SSL_CERT_FILE``, which follows ``SSL_CERT_FILE``, or certifi's bundle), so
+    runs forked after this share it."""
+    shared = getattr(sys.modules.get("prefect.client.orchestration"), "ssl", None)
+    if not isinstance(shared, SharedVerifiedContexts):
+        return
     with contextlib.suppress(Exception):
         import certifi
+        from prefect.settings import get_current_settings
 
-        shared.create_default_context(cafile=certifi.where())
-    orchestration.ssl = shared  # type: ignore[attr-defined]
+        cafile = get_current_settings().api.ssl_cert_file or certifi.where()
+        shared.create_default_context(cafile=cafile)
 
 
 def _messages(sock: socket.socket) -> Iterator[tuple[dict[str, Any] | None, list[int]]]:
