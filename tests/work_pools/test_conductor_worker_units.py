@@ -154,3 +154,18 @@ def test_prefect_clients_in_a_forked_run_share_one_verified_tls_context() -> Non
     loose = shared.create_default_context()
     assert loose is not shared.create_default_context() and loose is not verified
     assert shared.SSLContext is ssl.SSLContext  # the rest of the module as it is
+
+
+def test_the_forkserver_builds_deferred_models_once_for_every_run() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from claude_conductor.work_pools.forkserver import complete_models
+
+    class Deferred(BaseModel):  # as Prefect's client schemas are: built at first use
+        model_config = ConfigDict(defer_build=True)
+        name: str
+
+    assert not Deferred.__pydantic_complete__
+    assert complete_models() >= 1
+    assert Deferred.__pydantic_complete__
+    assert Deferred(name="x").name == "x"

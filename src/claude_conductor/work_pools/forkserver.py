@@ -63,6 +63,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "PROCESS_NAMES",
     "SharedVerifiedContexts",
+    "complete_models",
     "loaded_source_files",
     "main",
     "preload_modules",
@@ -225,6 +226,8 @@ def _prepare_settings(request: dict[str, Any]) -> None:
     try:
         if settings_key(request["env"], request.get("cwd")) != _built_settings_key:
             _build_settings(request["env"], request.get("cwd"))
+            gc.collect()
+            gc.freeze()  # as at start: runs leave these pages shared
     except Exception as exc:
         print(f"conductor forkserver: Prefect settings not prebuilt: {exc!r}", file=sys.stderr)
 
@@ -480,6 +483,29 @@ def warm_verified_tls_context() -> None:
         shared.create_default_context(cafile=cafile)
 
 
+def complete_models() -> int:
+    """Build now the validators of every loaded pydantic model that defers it to first use
+    (most of Prefect's client schemas): otherwise every forked run builds the same ones again.
+    Returns how many were built."""
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # pragma: no cover - a dependency
+        return 0
+    built, stack, seen = 0, [BaseModel], set()
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            if cls in seen:
+                continue
+            seen.add(cls)
+            stack.append(cls)
+            if cls.__dict__.get("__pydantic_complete__", True):
+                continue
+            with contextlib.suppress(Exception):  # one that cannot be built yet stays lazy
+                if cls.model_rebuild(raise_errors=False):
+                    built += 1
+    return built
+
+
 def _messages(sock: socket.socket) -> Iterator[tuple[dict[str, Any] | None, list[int]]]:
     """Packets from the worker (None at EOF), with the descriptors attached to each."""
     while True:
@@ -517,6 +543,7 @@ def _fork_run(request: dict[str, Any], fd: int, control_fd: int, records: Path |
 def serve(control: socket.socket, preload: list[str], records: Path | None = None) -> int:
     errors = preload_modules(preload)
     share_verified_tls_contexts()
+    complete_models()
     gc.collect()
     gc.freeze()  # forked runs then leave these objects' pages shared
     files = loaded_source_files()
