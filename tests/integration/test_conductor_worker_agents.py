@@ -87,13 +87,17 @@ def test_a_killed_flow_run_process_is_crashed_with_a_message(agent_stack: AgentS
     marker = agent_stack.model.add_script("killed-engine", [stall(600)])
     task_id = agent_stack.submit("--prompt", f"hang {marker}")
     agents = _wait_for(lambda: claude_pids_for(task_id), 90, "the agent to start")
+    temp = Path(psutil.Process(agents[0]).environ()["CLAUDE_CODE_TMPDIR"])
+    assert temp.is_dir() and temp.name.startswith("ccd-r")  # tagged with the run
     engine = _engine_pid(agent_stack, task_id)
     os.kill(engine, signal.SIGKILL)
     run = _final(agent_stack, task_id)
     assert run.state is not None and run.state.is_crashed(), run.state
     assert "-9" in (run.state.message or ""), run.state.message
-    # The agent the killed engine left behind is stopped by the run's supervisor.
+    # The agent the killed engine left behind is stopped by the run's supervisor, which also
+    # removes the agent's temp folder (the engine could not).
     _wait_for(lambda: _gone(agents), 30, "the orphaned agent to be stopped")
+    _wait_for(lambda: not temp.exists(), 30, "the killed run's temp folder to be removed")
 
 
 def test_a_killed_flow_run_process_is_run_again_per_retries(agent_stack: AgentStack) -> None:
