@@ -169,3 +169,32 @@ def test_the_forkserver_builds_deferred_models_once_for_every_run() -> None:
     assert complete_models() >= 1
     assert Deferred.__pydantic_complete__
     assert Deferred(name="x").name == "x"
+
+
+def test_the_workers_settings_become_variables_once_not_per_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+    from prefect.settings.base import PrefectBaseSettings
+
+    from claude_conductor.work_pools.worker import ConductorJobConfiguration
+
+    calls = {"n": 0}
+    original = PrefectBaseSettings.to_environment_variables
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += self is get_current_settings()  # not the nested sections' own calls
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PrefectBaseSettings, "to_environment_variables", counted)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        expected = original(get_current_settings(), exclude_unset=True)
+        first = ConductorJobConfiguration._base_environment()
+        first["MUTATED"] = "1"  # a caller's copy: the cache is not changed through it
+        assert ConductorJobConfiguration._base_environment() == expected
+        assert forking.settings_environment() == expected
+        assert calls["n"] == 1
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:8/api"}):
+        # Other settings: built again.
+        assert forking.settings_environment()["PREFECT_API_URL"] == "http://127.0.0.1:8/api"
+        assert calls["n"] == 2

@@ -55,6 +55,7 @@ __all__ = [
     "engine_environment",
     "prefork",
     "run_records_dir",
+    "settings_environment",
     "shared_forkserver",
 ]
 
@@ -437,6 +438,20 @@ async def shared_forkserver(
             await server.stop()
 
 
+_settings_env: tuple[Any, dict[str, str]] | None = None
+
+
+def settings_environment() -> dict[str, str]:
+    """The worker's Prefect settings as variables, as every run's environment starts from
+    them: built once per settings object (about 20 ms of CPU, twice on the path of every
+    run's start otherwise: the job configuration's base environment and the engine's)."""
+    global _settings_env
+    settings = get_current_settings()
+    if _settings_env is None or _settings_env[0] is not settings:
+        _settings_env = (settings, settings.to_environment_variables(exclude_unset=True))
+    return dict(_settings_env[1])
+
+
 def engine_environment(
     flow_run: FlowRun,
     base_env: Mapping[str, str | None],
@@ -447,7 +462,7 @@ def engine_environment(
     """The environment of a flow run's engine, as Prefect's ``EngineCommandStarter`` builds
     it for ``python -m prefect.engine``."""
     env: dict[str, str | None] = {**os.environ, **base_env}
-    env.update(get_current_settings().to_environment_variables(exclude_unset=True))
+    env.update(settings_environment())
     env.update(
         {
             "PREFECT__FLOW_RUN_ID": str(flow_run.id),
