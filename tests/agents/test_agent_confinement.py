@@ -16,13 +16,13 @@ from claude_conductor.agents.confinement import (
     check_sandbox_available,
     cli_settings,
     confinement_for,
-    new_temp_dir,
     scrub_agent_files,
 )
 from claude_conductor.errors import AgentError
 from claude_conductor.models import TaskSpec
 from claude_conductor.redaction import Redactor
 from claude_conductor.settings import AgentSettings, ConductorSettings
+from claude_conductor.system.temp_dirs import new_temp_dir
 
 CLAUDE = Path("/opt/claude")
 

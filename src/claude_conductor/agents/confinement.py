@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,6 @@ from claude_conductor.settings import ConductorSettings
 
 __all__ = [
     "EDITING_TOOLS",
-    "RUN_TEMP_TAG_ENV",
     "SANDBOX_TOOLS",
     "SHELL_SANDBOX_TOOLS",
     "Confinement",
@@ -55,13 +52,10 @@ __all__ = [
     "cli_settings",
     "confinement_for",
     "may_run_bash",
-    "new_run_tag",
-    "new_temp_dir",
     "remove_temp_dir",
     "sandbox_tools_missing",
     "scope_allowed_tools",
     "scrub_agent_files",
-    "temp_dirs_of_run",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +68,6 @@ SHELL_SANDBOX_TOOLS = ("bwrap",)
 """What the sandbox of a task's own commands needs on PATH (they get no network: no relay)."""
 _PACKAGES = {"bwrap": "bubblewrap", "socat": "socat"}
 
-_TEMP_PREFIX = "ccd-"
 _SESSION_FOLDERS = ("projects", "file-history", "shell-snapshots", "todos")
 _SCRUB_MAX_BYTES = 64 * 1024 * 1024
 
@@ -108,41 +101,6 @@ class Confinement(BaseModel):
         return (self.workspace, self.temp_dir)
 
 
-RUN_TEMP_TAG_ENV = "CONDUCTOR_RUN_TEMP_TAG"
-"""Set in a forked flow run's engine by its supervisor: the run's agents' temp folders start
-with ``ccd-<tag>``, so the supervisor removes them when the engine was killed before it could
-(``temp_dirs_of_run``)."""
-
-
-def _temp_base() -> Path:
-    return Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()).resolve()
-
-
-def new_temp_dir() -> Path:
-    """A fresh name for one agent's temp folder (created by ``run_agent`` with mode 0700),
-    on a short path: the CLI keeps sockets in it and, past about 30 bytes, falls back to a
-    temp folder that every agent of the user shares (``/tmp/claude-<uid>``)."""
-    tag = os.environ.get(RUN_TEMP_TAG_ENV, "")
-    return _temp_base() / f"{_TEMP_PREFIX}{tag if _is_run_tag(tag) else ''}{secrets.token_hex(4)}"
-
-
-def new_run_tag() -> str:
-    """A tag for one flow run's temp folders: ``r`` and 6 hex digits (an untagged folder's
-    name is hex only, so no tag's glob ever matches it)."""
-    return "r" + secrets.token_hex(3)
-
-
-def _is_run_tag(tag: str) -> bool:
-    return len(tag) == 7 and tag[0] == "r" and all(c in "0123456789abcdef" for c in tag[1:])
-
-
-def temp_dirs_of_run(tag: str) -> list[Path]:
-    """The temp folders of the agents of the run tagged ``tag`` (``RUN_TEMP_TAG_ENV``)."""
-    if not _is_run_tag(tag):
-        return []
-    return sorted(_temp_base().glob(f"{_TEMP_PREFIX}{tag}*"))
-
-
 def _prefect_homes(environ: Mapping[str, str]) -> tuple[Path, ...]:
     """The engine user's own Prefect home (``~/.prefect``, or ``PREFECT_HOME``): its database."""
     homes = []
@@ -160,7 +118,7 @@ def confinement_for(
     engine_env: Mapping[str, str] | None = None,
 ) -> Confinement:
     """The boundary for an agent working in ``workspace`` with its own ``temp_dir`` (see
-    ``new_temp_dir``), under ``settings`` (the home's control files are protected) and
+    ``system.temp_dirs.new_temp_dir``), under ``settings`` (the home's control files are protected) and
     ``engine_env`` (default: this process's environment; its Prefect home is protected)."""
     home = settings.home.resolve()
     protected = (

@@ -36,11 +36,11 @@ from claude_conductor.agents.confinement import (
     SHELL_SANDBOX_TOOLS,
     check_sandbox_available,
     confinement_for,
-    new_temp_dir,
     remove_temp_dir,
 )
 from claude_conductor.errors import AgentError
 from claude_conductor.settings import ConductorSettings
+from claude_conductor.system.temp_dirs import new_temp_dir
 
 __all__ = [
     "LaunchPlan",

@@ -38,7 +38,6 @@ from claude_conductor.agents.confinement import (
     check_sandbox_available,
     confinement_for,
     may_run_bash,
-    new_temp_dir,
     remove_temp_dir,
     scrub_agent_files,
 )
@@ -58,6 +57,7 @@ from claude_conductor.models import (
     UnknownEvent,
 )
 from claude_conductor.settings import AgentSettings, ConductorSettings
+from claude_conductor.system.temp_dirs import new_temp_dir
 
 __all__ = ["AgentOutcome", "EventCallback", "run_agent"]
 

@@ -58,6 +58,7 @@ from typing import Any
 
 from claude_conductor.system.hardening import make_undumpable
 from claude_conductor.system.processes import forget_process, record_process
+from claude_conductor.system.temp_dirs import RUN_TEMP_TAG_ENV, new_run_tag, remove_run_temp_dirs
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -362,29 +363,6 @@ def _record(records: Path | None, engine: int, flow_run_id: str) -> None:
         print(f"conductor forkserver: could not record process {engine}: {exc}", file=sys.stderr)
 
 
-def _tag_temp_dirs(request: dict[str, Any]) -> str | None:
-    """Tag the run's agents' temp folders (``agents.confinement.RUN_TEMP_TAG_ENV``)."""
-    try:
-        from claude_conductor.agents.confinement import RUN_TEMP_TAG_ENV, new_run_tag
-    except Exception:  # the run goes on; only a killed engine's temp folders may stay
-        return None
-    tag = new_run_tag()
-    request["env"] = {**request["env"], RUN_TEMP_TAG_ENV: tag}
-    return tag
-
-
-def _remove_temp_dirs(tag: str | None) -> None:
-    """The temp folders a killed engine's agents left (a finished run has removed its own)."""
-    if tag is None:
-        return
-    import shutil
-
-    from claude_conductor.agents.confinement import temp_dirs_of_run
-
-    for path in temp_dirs_of_run(tag):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _supervisor_main(
     request: dict[str, Any], run_sock: socket.socket, control_fd: int, records: Path | None
 ) -> None:
@@ -393,7 +371,8 @@ def _supervisor_main(
         os.close(control_fd)
         _set_name("supervisor")
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        temp_tag = _tag_temp_dirs(request)
+        temp_tag = new_run_tag()  # the engine's agents' temp folders carry it
+        request["env"] = {**request["env"], RUN_TEMP_TAG_ENV: temp_tag}
         engine = os.fork()
         if engine == 0:
             _engine_main(request, close_fds=(run_sock.fileno(),))
@@ -416,7 +395,7 @@ def _supervisor_main(
                 status = wait_status
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop_leftovers(os.getpid())
-        _remove_temp_dirs(temp_tag)
+        remove_run_temp_dirs(temp_tag)  # what a killed engine could not remove
         if records is not None:
             with contextlib.suppress(OSError):
                 forget_process(records, engine)
