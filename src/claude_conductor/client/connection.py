@@ -1,6 +1,6 @@
 """The one way to reach the Prefect API Conductor's settings name: a client with the configured
-auth, a fast health check first (``ServerNotRunningError`` saying how to start the server, not
-a minute of client retries), and the one bridge that runs its coroutines from plain code (the
+auth, a fast health check first (``client.rest.check_reachable``: ``ServerNotRunningError``
+saying how to start the server, not a minute of client retries), and the one bridge that runs its coroutines from plain code (the
 CLI, Streamlit's script thread), bounded when asked.
 """
 
@@ -13,11 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from claude_conductor.client.rest import (
-    BUSY_TIMEOUT_SECONDS,
-    HEALTH_TIMEOUT_SECONDS,
-    check_reachable,
-)
+from claude_conductor.client.rest import check_reachable
 from claude_conductor.errors import ApiTimeoutError
 from claude_conductor.settings import ConductorSettings
 
@@ -25,9 +21,6 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
 __all__ = [
-    "BUSY_TIMEOUT_SECONDS",
-    "HEALTH_TIMEOUT_SECONDS",
-    "check_reachable",
     "conductor_client",
     "env_for_prefect",
     "prefect_env",
