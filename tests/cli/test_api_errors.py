@@ -82,8 +82,11 @@ def _conductor(home: Path, api_url: str, *args: str) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
-def test_an_overloaded_api_is_one_line_and_exit_1(tmp_path: Path, overloaded_api: str) -> None:
-    out = _conductor(tmp_path, overloaded_api, "tasks", "list")
+@pytest.mark.parametrize("args", [("tasks", "list"), ("status",)])  # Prefect's client; plain HTTP
+def test_an_overloaded_api_is_one_line_and_exit_1(
+    tmp_path: Path, overloaded_api: str, args: tuple[str, ...]
+) -> None:
+    out = _conductor(tmp_path, overloaded_api, *args)
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr and "503 Service Unavailable" in out.stderr
     assert "retry in a moment" in out.stderr and "hunter2" not in out.stderr
