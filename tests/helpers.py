@@ -158,3 +158,34 @@ def network_change_retried(
         return run
 
     return decorate
+
+
+NOBODY = 65534
+
+
+@functools.cache
+def as_unprivileged_user() -> tuple[str, ...]:
+    """The prefix that runs a command as one unprivileged user (``nobody``) when the tests run
+    as root (root reads every /proc entry); empty otherwise. Skips when that user cannot be had
+    or cannot run this checkout's Python (a checkout in a private folder, e.g. ``mktemp -d``)."""
+    import sys
+
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux) to drop to another user")
+    prefix = (setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+    src = Path(__file__).resolve().parents[1] / "src"
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import claude_conductor.system.hardening"],
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(src)},
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        pytest.skip(
+            f"user {NOBODY} cannot run {sys.executable} with this checkout (a folder only root "
+            "can read, e.g. one from mktemp -d?): clone it where other users can read it"
+        )
+    return prefix

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from helpers import as_unprivileged_user
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 
@@ -26,13 +26,7 @@ _CHILD = textwrap.dedent(
 
 
 def _as_user() -> list[str]:
-    """Run as one unprivileged user (root reads every /proc entry): ``nobody`` when root."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv (util-linux) to drop to another user")
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return list(as_unprivileged_user())
 
 
 def _environ_readable_by_a_sibling(harden: bool) -> bool:

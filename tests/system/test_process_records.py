@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from claude_conductor.system import processes
+from helpers import as_unprivileged_user
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 
@@ -55,13 +56,7 @@ _FINDER = textwrap.dedent(
 
 
 def _as_user() -> list[str]:
-    """Run as one unprivileged user (root reads every /proc entry): ``nobody`` when root."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv (util-linux) to drop to another user")
-    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    return list(as_unprivileged_user())
 
 
 @pytest.fixture
