@@ -20,6 +20,8 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
+from prefect.states import Suspended
+from prefect.utilities.engine import propose_state
 
 from claude_conductor.client.connection import conductor_client
 from claude_conductor.system import processes
@@ -98,6 +100,46 @@ def test_runs_are_forked_from_the_warm_forkserver(conductor_stack: Stack) -> Non
     _wait(lambda: not processes.pid_alive(int(pid)), 30, "the engine to exit")
     # ... and the forkserver that forked it is still the same, warm one.
     assert _forkserver_pid(conductor_stack) == forkserver
+
+
+def test_a_run_suspended_from_outside_stops_at_its_next_task(
+    conductor_stack: Stack, tmp_path: Path
+) -> None:
+    """Prefect's suspension of a running deployment run (what ``suspend_flow_run(flow_run_id=
+    ...)`` and the UI do) reaches a forked run: it stops at its next task, stays Suspended, and
+    its engine exits (freeing the slot)."""
+    gate, log = tmp_path / "gate", tmp_path / "steps.jsonl"
+    spec = {"label": "suspended", "gate": str(gate), "sleep_seconds": 60, "steps": 100}
+
+    async def go() -> tuple[FlowRun, float]:
+        async with conductor_client(conductor_stack.settings) as client:
+            dep = await client.read_deployment_by_name(SLEEPY.full_name)
+            run = await client.create_flow_run_from_deployment(
+                dep.id, parameters={"spec": {**spec, "log": str(log)}}
+            )
+            deadline = time.monotonic() + 60
+            while not (run.state and run.state.is_running() and run.infrastructure_pid):
+                assert time.monotonic() < deadline, f"run still {run.state}"
+                await asyncio.sleep(0.1)
+                run = await client.read_flow_run(run.id)
+            state = await propose_state(
+                client, Suspended(timeout_seconds=600, pause_key="test"), flow_run_id=run.id
+            )
+            assert state.is_paused(), state
+            gate.touch()
+            opened = time.monotonic()
+            pid = int(run.infrastructure_pid.rpartition(":")[2])
+            await asyncio.to_thread(
+                _wait, lambda: not processes.pid_alive(pid), 30, "the engine to exit"
+            )
+            return await client.read_flow_run(run.id), time.monotonic() - opened
+
+    run, took = asyncio.run(go())
+    assert run.state is not None and run.state.is_paused(), run.state
+    assert run.state.name == "Suspended", run.state
+    steps = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    assert len(steps) < 5, f"{len(steps)} tasks ran after the suspension"
+    assert took < 10, f"the engine exited {took:.1f}s after the gate opened"
 
 
 def test_a_run_gets_the_prefect_settings_of_its_own_environment(

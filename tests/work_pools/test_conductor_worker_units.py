@@ -198,3 +198,47 @@ def test_the_workers_settings_become_variables_once_not_per_run(
         # Other settings: built again.
         assert forking.settings_environment()["PREFECT_API_URL"] == "http://127.0.0.1:8/api"
         assert calls["n"] == 2
+
+
+def test_forked_runs_watch_for_suspension_with_prefects_hook_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect import flow_engine
+
+    from claude_conductor.work_pools import suspension
+
+    monkeypatch.setattr(
+        flow_engine, "observe_flow_run_suspension", flow_engine.observe_flow_run_suspension
+    )
+    assert suspension.install()  # this Prefect's hook is the one replaced
+    assert flow_engine.observe_flow_run_suspension is suspension.observe_flow_run_suspension
+    assert suspension.install()  # twice is harmless
+
+    def other(flow_run_id: Any, *, timeout: float = 1) -> Any:  # another Prefect's hook
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(flow_engine, "observe_flow_run_suspension", other)
+    assert not suspension.install()
+    assert flow_engine.observe_flow_run_suspension is other
+
+
+def test_the_suspension_watch_neither_delays_the_start_nor_outlives_the_run() -> None:
+    """Prefect's own waits for its subscription before the flow starts and polls 0.2 s for
+    its end; here an API that does not answer delays neither, and no thread is left."""
+    import threading
+    import time
+
+    from prefect._flow_run_suspension import FlowRunSuspensionRequest
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from claude_conductor.work_pools.suspension import observe_flow_run_suspension
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # nothing listens
+        started = time.monotonic()
+        with observe_flow_run_suspension(uuid4(), FlowRunSuspensionRequest()):
+            entered = time.monotonic() - started
+            time.sleep(0.3)  # the watch is connecting (and failing) meanwhile
+        left = time.monotonic() - started - entered - 0.3
+    assert entered < 0.1, entered
+    assert left < 0.5, left
+    assert not [t for t in threading.enumerate() if t.name == "suspension-observer"]

@@ -28,7 +28,9 @@ Each run is two processes forked from here:
   reports (``run_logs``); logs and events drained before ``os._exit``. Prefect's settings
   and logging, which a run builds from its environment, are built here in the forkserver
   before the fork, once per distinct environment (``settings_key``: the runs of a pool all
-  share one), and inherited; an engine whose key differs builds its own.
+  share one), and inherited; an engine whose key differs builds its own. The engine watches
+  for a suspension from outside as Prefect does, without waiting for that watch to be ready
+  before the flow starts or to notice its end (``suspension``).
 
 If the worker dies, the forkserver exits (its socket closes) and runs already forked finish on
 their own and report their final state to the API themselves.
@@ -59,6 +61,7 @@ from typing import Any
 from claude_conductor.system.hardening import make_undumpable
 from claude_conductor.system.processes import forget_process, record_process
 from claude_conductor.system.temp_dirs import RUN_TEMP_TAG_ENV, new_run_tag, remove_run_temp_dirs
+from claude_conductor.work_pools import suspension
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -547,6 +550,7 @@ def _fork_run(request: dict[str, Any], fd: int, control_fd: int, records: Path |
 def serve(control: socket.socket, preload: list[str], records: Path | None = None) -> int:
     errors = preload_modules(preload)
     share_verified_tls_contexts()
+    suspension.install()
     complete_models()
     gc.collect()
     gc.freeze()  # forked runs then leave these objects' pages shared

@@ -3,7 +3,9 @@ Conductor's own flows; the stack fixture puts this directory on the workers' PYT
 
 ``sleepy`` records when it really ran (wall clock, from inside the flow-run process) in a
 JSON-lines file, so a test can compute how many runs overlapped without relying on polling.
-With ``gate`` set it holds its slot until that file exists, so a test decides when it ends.
+With ``gate`` set it holds its slot until that file exists, so a test decides when it ends;
+with ``steps`` it then runs that many small Prefect tasks, 0.1 s apart (each one a point where
+the engine honours a suspension), recording each.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 import time
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 
 def _argv(pid: int) -> list[str]:
@@ -33,6 +36,18 @@ def _name(pid: int) -> str:
         return ""
 
 
+def _append(path: str | None, record: dict[str, Any]) -> None:
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+@task(name="conductor-stack-test-step", cache_policy=NO_CACHE)
+async def _step(n: int, log: str | None) -> int:
+    _append(log, {"step": n})
+    return n
+
+
 @flow(name="conductor-stack-test-sleep", persist_result=False)
 async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
@@ -43,6 +58,9 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(0.05)
     else:
         await asyncio.sleep(float(spec.get("sleep_seconds", 1)))
+    for n in range(int(spec.get("steps", 0))):
+        await _step(n, spec.get("log"))
+        await asyncio.sleep(0.1)
     finished = time.time()
     from prefect.settings import get_current_settings
 
@@ -62,10 +80,7 @@ async def sleepy(spec: dict[str, Any]) -> dict[str, Any]:
         "anthropic_probe": os.environ.get("ANTHROPIC_STACK_TEST_PROBE"),
         "client_max_retries": get_current_settings().client.max_retries,
     }
-    log = spec.get("log")
-    if log:
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+    _append(spec.get("log"), record)
     return record
 
 
