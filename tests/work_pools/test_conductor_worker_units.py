@@ -242,3 +242,33 @@ def test_the_suspension_watch_neither_delays_the_start_nor_outlives_the_run() ->
     assert entered < 0.1, entered
     assert left < 0.5, left
     assert not [t for t in threading.enumerate() if t.name == "suspension-observer"]
+
+
+def test_a_worker_with_every_slot_busy_does_not_query_on_a_wake_up() -> None:
+    """A run ending wakes the worker twice (its Completed event, its slot released): only a
+    wake-up with a slot free asks the API for scheduled runs."""
+    import anyio
+
+    async def go() -> list[int]:
+        worker = ConductorWorker(work_pool_name="agents", limit=1)
+        worker._has_successfully_synced = True
+        worker._limiter = anyio.CapacityLimiter(1)
+        polls: list[int] = []
+
+        async def poll() -> list[Any]:
+            polls.append(int(worker._limiter.available_tokens))  # type: ignore[union-attr]
+            return []
+
+        worker.get_and_submit_flow_runs = poll  # type: ignore[method-assign]
+        worker._limiter.acquire_on_behalf_of_nowait("busy")
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker._poll_when_woken)
+            worker._wake.set()  # the run's Completed event: its slot is still held
+            await anyio.sleep(0.05)
+            worker._limiter.release_on_behalf_of("busy")
+            worker._wake.set()  # its slot released
+            await anyio.sleep(0.05)
+            group.cancel_scope.cancel()
+        return polls
+
+    assert anyio.run(go) == [1]

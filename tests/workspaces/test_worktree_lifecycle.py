@@ -188,6 +188,27 @@ def test_the_agents_own_commits_are_included(
     assert git(repo, "rev-list", "--count", f"{ws.base_commit}..conductor/task-1") == "2"
 
 
+@pytest.mark.parametrize(
+    "move", [("switch", "--quiet", "-c", "elsewhere"), ("checkout", "--quiet", "--detach")]
+)
+def test_an_agent_that_left_the_task_branch_is_warned_about(
+    repo: Path,
+    settings: ConductorSettings,
+    git: Git,
+    move: tuple[str, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ws = _workspace(repo, settings)
+    git(ws.path, *move)
+    (ws.path / "one.txt").write_text("1\n")
+    with caplog.at_level("WARNING", logger="claude_conductor.workspaces.worktree"):
+        changes = finalize_workspace(ws, "off the branch", settings.results_dir / ws.task_id)
+    assert changes.files_changed == ["one.txt"]
+    shown = "refs/heads/elsewhere" if move[0] == "switch" else "detached"
+    assert f"no longer on conductor/task-1 (HEAD: {shown})" in caplog.text
+    assert git(repo, "rev-parse", "conductor/task-1") == ws.base_commit  # not on the branch
+
+
 def test_repository_hooks_and_signing_do_not_block_the_commit(
     repo: Path, settings: ConductorSettings, git: Git
 ) -> None:

@@ -262,12 +262,16 @@ class ConductorWorker(ProcessWorker):
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            if not self._has_successfully_synced:
-                continue
+            if not self._has_successfully_synced or self._slots_full():
+                continue  # every slot busy: the next one released wakes this again
             try:
                 await self.get_and_submit_flow_runs()
             except Exception as exc:
                 self._logger.warning("poll after an event failed: %s", exc)
+
+    def _slots_full(self) -> bool:
+        """No slot free: a query for scheduled runs now could submit none of them."""
+        return self._limiter is not None and self._limiter.available_tokens < 1
 
     # -- submitting (leaner than BaseWorker's: cached reads, no per-run chatter) ----------------
 

@@ -63,6 +63,11 @@ class SourceRepo(BaseModel):
     is_clone: bool = Field(
         default=False, description="True when `path` is Conductor's cached clone of a URL."
     )
+    git_common_dir: Path | None = Field(
+        default=None,
+        description="The repository's common git directory (shared by its worktrees), when "
+        "already known; None: ask git.",
+    )
 
 
 def cache_dir_name(url: str) -> str:
@@ -116,6 +121,9 @@ def _resolve_local(repo: str, ref: str | None) -> SourceRepo:
     path = Path(repo).expanduser()
     if not path.is_absolute():
         path = Path.cwd() / path
+    quick = _probe_work_tree(path, ref, repo)
+    if quick is not None:
+        return quick
     shown = repr(repo) if str(path) == repo else f"{repo!r} ({path})"
     if not path.exists():
         raise InputError(
@@ -135,6 +143,40 @@ def _resolve_local(repo: str, ref: str | None) -> SourceRepo:
     if top != path.resolve():
         logger.info("repo %r is inside the repository at %s; using that", repo, top)
     return SourceRepo(path=top, base_commit=base, ref=ref, is_clone=False)
+
+
+def _probe_work_tree(path: Path, ref: str | None, repo: str) -> SourceRepo | None:
+    """The common case in one git call: ``path`` is in a work tree that has ``ref``. None
+    otherwise (a bare repository, a missing ref, not a repository...): the checks one by one
+    then say exactly what is wrong."""
+    if not path.is_dir():
+        return None
+    target = ref if ref is not None else "HEAD"
+    probe = try_git(
+        [
+            "rev-parse",
+            "--is-bare-repository",
+            "--git-common-dir",
+            "--show-toplevel",
+            "--verify",
+            "--quiet",
+            f"{target}^{{commit}}",
+        ],
+        path,
+    )
+    lines = probe.stdout.splitlines()
+    if probe.returncode != 0 or len(lines) != 4 or lines[0] != "false" or not lines[2]:
+        return None
+    top, commit = Path(lines[2]), lines[3].strip()
+    if top != path.resolve():
+        logger.info("repo %r is inside the repository at %s; using that", repo, top)
+    return SourceRepo(
+        path=top,
+        base_commit=commit,
+        ref=ref,
+        is_clone=False,
+        git_common_dir=(path / lines[1]).resolve(),
+    )
 
 
 def _repository_top(path: Path, repo: str, shown: str) -> Path:

@@ -73,6 +73,10 @@ class Workspace(BaseModel):
     branch: str = Field(description="The branch checked out there: `conductor/<task-id>`.")
     base_commit: str = Field(description="The commit the task started from.")
     source_path: Path = Field(description="The repository the worktree was added from.")
+    git_common_dir: Path | None = Field(
+        default=None,
+        description="The repository's common git directory, when known (None: ask git).",
+    )
 
 
 class WorkspaceChanges(BaseModel):
@@ -123,31 +127,40 @@ def create_workspace(
         branch=spec.branch,
         base_commit=source.base_commit,
         source_path=source.path,
+        git_common_dir=source.git_common_dir or _common_dir(source.path),
     )
-    with file_lock(_lock_path(source.path)):
-        run_git(["worktree", "prune"], source.path)
-        _clear_previous_attempt(ws)
-        run_git(
-            [
-                "worktree",
-                "add",
-                "--quiet",
-                "--no-checkout",
-                "-B",
-                ws.branch,
-                str(ws.path),
-                ws.base_commit,
-            ],
-            source.path,
-        )
+    with file_lock(_lock_path(ws)):
+        # The common case, a task's first attempt, in one call: -b fails when the branch
+        # or the folder is there already (an earlier attempt, a stale worktree), and then
+        # the repository is tidied and checked first.
+        if ws.path.exists() or try_git(_add_args(ws, "-b"), source.path).returncode != 0:
+            run_git(["worktree", "prune"], source.path)
+            _clear_previous_attempt(ws)
+            run_git(_add_args(ws, "-B"), source.path)
     run_git(["reset", "--hard", "--quiet"], ws.path, timeout_seconds=checkout_timeout_seconds)
     logger.info("workspace %s on %s at %s", ws.path, ws.branch, ws.base_commit[:12])
     return ws
 
 
-def _lock_path(source_path: Path) -> Path:
-    common = Path(run_git(["rev-parse", "--git-common-dir"], source_path))
-    return (source_path / common).resolve() / _LOCK_NAME
+def _add_args(ws: Workspace, branch_flag: str) -> list[str]:
+    return [
+        "worktree",
+        "add",
+        "--quiet",
+        "--no-checkout",
+        branch_flag,
+        ws.branch,
+        str(ws.path),
+        ws.base_commit,
+    ]
+
+
+def _common_dir(source_path: Path) -> Path:
+    return (source_path / run_git(["rev-parse", "--git-common-dir"], source_path)).resolve()
+
+
+def _lock_path(ws: Workspace) -> Path:
+    return (ws.git_common_dir or _common_dir(ws.source_path)) / _LOCK_NAME
 
 
 def _worktrees(source_path: Path) -> list[tuple[Path, str | None]]:
@@ -249,8 +262,7 @@ def finalize_workspace(
         raise WorkspaceError(
             f"could not inspect the changes in {str(ws.path)!r}", stderr_tail=staged.stderr
         )
-    _warn_if_off_branch(ws)
-    head = run_git(["rev-parse", "HEAD"], ws.path)
+    head = _head(ws)
     files, stats = _numstat(ws.path, ws.base_commit, head)
     if not files:
         patch.unlink(missing_ok=True)  # from an earlier attempt
@@ -333,15 +345,19 @@ def _withheld_reason(ws: Workspace, findings: Mapping[str, list[str]]) -> str:
     )
 
 
-def _warn_if_off_branch(ws: Workspace) -> None:
-    on = try_git(["symbolic-ref", "--quiet", "HEAD"], ws.path)
-    if on.stdout != f"refs/heads/{ws.branch}":
+def _head(ws: Workspace) -> str:
+    """The worktree's HEAD commit; warns when HEAD is no longer the task's branch."""
+    head, _, on = run_git(["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"], ws.path).partition(
+        "\n"
+    )
+    if on.strip() != f"refs/heads/{ws.branch}":
         logger.warning(
             "workspace %s is no longer on %s (HEAD: %s); its commits are not on that branch",
             ws.path,
             ws.branch,
-            on.stdout or "detached",
+            on.strip() if on.strip() not in ("", "HEAD") else "detached",
         )
+    return head.strip()
 
 
 def _numstat(cwd: Path, base: str, head: str) -> tuple[list[str], DiffStats]:
@@ -375,12 +391,16 @@ def remove_workspace(ws: Workspace, *, keep_branch: bool = True) -> None:
         logger.warning("repository %s is gone; deleting %s only", ws.source_path, ws.path)
         shutil.rmtree(ws.path, ignore_errors=True)
         return
-    with file_lock(_lock_path(ws.source_path)):
-        if any(_same_path(path, ws.path) for path, _ in _worktrees(ws.source_path)):
-            run_git(["worktree", "remove", "--force", "--force", str(ws.path)], ws.source_path)
-        if ws.path.exists():
-            shutil.rmtree(ws.path)
-        run_git(["worktree", "prune"], ws.source_path)
+    remove = ["worktree", "remove", "--force", "--force", str(ws.path)]
+    with file_lock(_lock_path(ws)):
+        # One call when the worktree is there, as it is after a task; otherwise (removed
+        # already, a folder git does not know) the repository is checked and tidied.
+        if try_git(remove, ws.source_path).returncode != 0:
+            if any(_same_path(path, ws.path) for path, _ in _worktrees(ws.source_path)):
+                run_git(remove, ws.source_path)
+            if ws.path.exists():
+                shutil.rmtree(ws.path)
+            run_git(["worktree", "prune"], ws.source_path)
         if not keep_branch:
             ref = f"refs/heads/{ws.branch}"
             if try_git(["rev-parse", "--verify", "--quiet", ref], ws.source_path).returncode == 0:
