@@ -217,6 +217,13 @@ def process_group(pid: int) -> int | None:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) PIDs in process group ``pgid``."""
+    if pgid > 0:
+        try:
+            os.killpg(pgid, 0)  # no such group, the common case at a task's end: no scan
+        except ProcessLookupError:
+            return []
+        except OSError:
+            pass  # another user's group: look
     members: list[int] = []
     for proc in psutil.process_iter():
         if process_group(proc.pid) == pgid and _running(proc):
