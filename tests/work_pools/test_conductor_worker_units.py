@@ -156,6 +156,27 @@ def test_prefect_clients_in_a_forked_run_share_one_verified_tls_context() -> Non
     assert shared.SSLContext is ssl.SSLContext  # the rest of the module as it is
 
 
+def test_every_prefect_module_that_builds_tls_contexts_shares_the_forkservers() -> None:
+    """The API clients, the events and logs clients' version check and their wss://
+    connections all get the one context (checked in a fresh interpreter: it changes modules)."""
+    code = """
+import ssl, certifi
+import prefect.client.orchestration as a, prefect._internal.version_checking as b
+import prefect._internal.websockets as c
+from claude_conductor.work_pools.forkserver import SharedVerifiedContexts, share_verified_tls_contexts
+share_verified_tls_contexts()
+assert isinstance(a.ssl, SharedVerifiedContexts) and a.ssl is b.ssl is c.ssl, (a.ssl, b.ssl, c.ssl)
+assert b.ssl.create_default_context(cafile=certifi.where()) is a.ssl.create_default_context(
+    cafile=certifi.where())
+assert ssl.create_default_context is not a.ssl.create_default_context  # only there
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_the_forkserver_builds_deferred_models_once_for_every_run() -> None:
     from pydantic import BaseModel, ConfigDict
 

@@ -425,11 +425,11 @@ def preload_modules(modules: list[str]) -> list[str]:
 
 
 class SharedVerifiedContexts:
-    """Stands in for the ``ssl`` module inside Prefect's client module, and only there: a
-    verified TLS context for a CA file is built once (in the forkserver, before any fork) and
-    shared by every Prefect client of every run. Prefect builds one per client, even for an
-    ``http://`` API: loading the CA bundle costs about 20 ms of CPU, and a run makes three
-    clients. Anything else (an unverified context, which Prefect then changes; any other use
+    """Stands in for the ``ssl`` module inside Prefect's client modules (``_TLS_USERS``), and
+    only there: a verified TLS context for a CA file is built once (in the forkserver, before
+    any fork) and shared by every Prefect client of every run. Prefect builds one per client
+    and per version check, even for an ``http://`` API: loading the CA bundle costs about
+    20 ms of CPU, and a run makes four of them. Anything else (an unverified context, which Prefect then changes; any other use
     of ``ssl``) goes to the real module unchanged."""
 
     def __init__(self, module: Any) -> None:
@@ -462,16 +462,28 @@ class SharedVerifiedContexts:
         return self._contexts[key]
 
 
+_TLS_USERS = (
+    "prefect.client.orchestration",  # the API clients
+    "prefect._internal.version_checking",  # the events and logs clients' version check
+    "prefect._internal.websockets",  # their wss:// connections
+)
+"""The modules of Prefect that build a verified TLS context per client or per check."""
+
+
 def share_verified_tls_contexts() -> None:
-    """Make Prefect's clients share verified TLS contexts (``SharedVerifiedContexts``), the
-    default one built now so forked runs inherit it; nothing when Prefect's client is not
-    loaded or has no ``ssl`` of its own to replace."""
+    """Make Prefect's clients share verified TLS contexts (``SharedVerifiedContexts``) in every
+    module of ``_TLS_USERS`` that is loaded and has ``ssl`` of its own, the default context
+    built now so forked runs inherit it. Only the API clients' module is required: without it
+    nothing is replaced."""
     import ssl
 
-    orchestration = sys.modules.get("prefect.client.orchestration")
-    if orchestration is None or getattr(orchestration, "ssl", None) is not ssl:
+    modules = [sys.modules.get(name) for name in _TLS_USERS]
+    if modules[0] is None or getattr(modules[0], "ssl", None) is not ssl:
         return
-    orchestration.ssl = SharedVerifiedContexts(ssl)  # type: ignore[attr-defined]
+    shared = SharedVerifiedContexts(ssl)
+    for module in modules:
+        if module is not None and getattr(module, "ssl", None) is ssl:
+            module.ssl = shared  # type: ignore[attr-defined]
     warm_verified_tls_context()
 
 
