@@ -345,6 +345,24 @@ def test_up_refuses_a_port_taken_by_someone_else(tmp_path: Path) -> None:
     assert not list(settings.run_dir.glob("*.pid"))
 
 
+def test_a_server_that_exits_while_starting_is_reported_at_once_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # held, not listening: the server cannot bind it
+        settings = make_settings(tmp_path / "home", sock.getsockname()[1])
+        started = time.monotonic()
+        with pytest.raises(Exception, match="exited while starting") as raised:
+            standalone.up(settings, timeout_seconds=60)
+        took = time.monotonic() - started
+    assert "already in use" in str(raised.value)  # the server's own words, from its log
+    assert took < 30, took  # not the whole timeout
+    assert not list(settings.run_dir.glob("*.pid"))
+
+
 def test_a_run_cut_off_by_a_hard_stop_is_crashed_at_the_next_up(tmp_path: Path) -> None:
     """Everything killed at once (a crash, the OOM killer, a reboot): no process is left to
     report on the run in flight, so the next `up` marks it Crashed, saying what happened,

@@ -293,3 +293,23 @@ def test_a_worker_with_every_slot_busy_does_not_query_on_a_wake_up() -> None:
         return polls
 
     assert anyio.run(go) == [1]
+
+
+def test_the_end_of_its_own_run_does_not_wake_the_worker_its_slot_does() -> None:
+    from prefect.events import Event
+
+    worker = ConductorWorker(work_pool_name="agents", limit=1)
+    own, other = uuid4(), uuid4()
+    worker._own_runs.add(own)
+
+    def event(name: str, resource: str) -> Event:
+        return Event(event=name, resource={"prefect.resource.id": resource})
+
+    assert worker._ends_own_run(event("prefect.flow-run.Completed", f"prefect.flow-run.{own}"))
+    assert worker._ends_own_run(event("prefect.flow-run.Crashed", f"prefect.flow-run.{own}"))
+    # Another worker's run ending (a pool slot may be free), a run scheduled, the pool: wake.
+    assert not worker._ends_own_run(
+        event("prefect.flow-run.Completed", f"prefect.flow-run.{other}")
+    )
+    assert not worker._ends_own_run(event("prefect.flow-run.Scheduled", f"prefect.flow-run.{own}"))
+    assert not worker._ends_own_run(event("prefect.work-pool.ready", f"prefect.work-pool.{own}"))

@@ -206,6 +206,7 @@ class ConductorWorker(ProcessWorker):
         super().__init__(*args, **kwargs)
         self._host = socket.gethostname()
         self._wake = anyio.Event()
+        self._own_runs: set[UUID] = set()  # runs of this worker not ended yet
         self._deployments: dict[UUID, tuple[float, DeploymentResponse]] = {}
         self._flows: dict[UUID, APIFlow] = {}
         self._forkserver: forking.Forkserver | None = None
@@ -252,11 +253,24 @@ class ConductorWorker(ProcessWorker):
         while True:
             try:
                 async with get_events_subscriber(filter=event_filter) as subscriber:
-                    async for _event in subscriber:
-                        self._wake.set()
+                    async for event in subscriber:
+                        if not self._ends_own_run(event):  # their slot released wakes it
+                            self._wake.set()
             except Exception as exc:
                 self._logger.debug("event subscription ended (%s); resubscribing", exc)
             await anyio.sleep(2.0)
+
+    def _ends_own_run(self, event: Any) -> bool:
+        """A run of this worker ended: its slot, released as its process exits, wakes the
+        worker then (a query now, while the slot is still held, would be wasted)."""
+        if event.event == "prefect.flow-run.Scheduled" or not event.resource.id.startswith(
+            "prefect.flow-run."
+        ):
+            return False
+        try:
+            return UUID(event.resource.id.removeprefix("prefect.flow-run.")) in self._own_runs
+        except ValueError:
+            return False
 
     async def _poll_when_woken(self) -> None:
         while True:
@@ -358,6 +372,7 @@ class ConductorWorker(ProcessWorker):
         flow_run: FlowRun,
         task_status: anyio.abc.TaskStatus[int | Exception] | None = None,
     ) -> ProcessWorkerResult | Exception:
+        self._own_runs.add(flow_run.id)
         try:
             configuration, deployment = await self._configuration(flow_run)
             submitted_event = self._emit_flow_run_submitted_event(configuration)
@@ -374,6 +389,7 @@ class ConductorWorker(ProcessWorker):
                 )
             return exc
         finally:
+            self._own_runs.discard(flow_run.id)
             self._release_limit_slot(flow_run.id)
             self._wake.set()  # a slot is free: look for waiting runs now
         # The executor has already proposed Crashed for a non-zero exit (no second write).

@@ -100,8 +100,13 @@ def _wait_server(settings: ConductorSettings, timeout_seconds: float) -> None:
     )
     if not ok:
         log = daemon.log_path if daemon else settings.logs_dir / f"{launch.SERVER}.log"
+        what = (
+            f"did not become healthy at {url} within {timeout_seconds:.0f}s"
+            if daemon is not None and daemon.alive
+            else "exited while starting"
+        )
         raise processes.DaemonError(
-            f"the Prefect server did not become healthy at {url} within {timeout_seconds:.0f}s",
+            f"the Prefect server {what}",
             name=launch.SERVER,
             log_tail=processes.log_tail(log),
         )
