@@ -142,6 +142,48 @@ def test_a_run_suspended_from_outside_stops_at_its_next_task(
     assert took < 10, f"the engine exited {took:.1f}s after the gate opened"
 
 
+def test_a_forked_runs_events_name_its_flow_deployment_queue_and_pool(
+    conductor_stack: Stack, tmp_path: Path
+) -> None:
+    """What the worker hands over for the run's events (``work_pools.related``) is what the
+    events carry: the run's task-run events are related to its flow, deployment, work queue
+    and work pool, by name."""
+    import httpx
+
+    async def go() -> tuple[FlowRun, list[dict[str, Any]]]:
+        async with conductor_client(conductor_stack.settings) as client:
+            run = await _run(
+                client, SLEEPY.full_name, {"label": "events", "sleep_seconds": 0, "steps": 1}
+            )
+            body = {
+                "filter": {
+                    "event": {"prefix": ["prefect.task-run."]},
+                    "related": {"id": [f"prefect.flow-run.{run.id}"]},
+                },
+                "limit": 50,
+            }
+            url = f"{conductor_stack.settings.server.url}/events/filter"
+            deadline = time.monotonic() + 30
+            async with httpx.AsyncClient(timeout=10) as http:
+                while True:  # events are written a moment after they are sent
+                    events = (await http.post(url, json=body)).json()["events"]
+                    if any(e["event"] == "prefect.task-run.Completed" for e in events):
+                        return run, events
+                    assert time.monotonic() < deadline, events
+                    await asyncio.sleep(0.5)
+
+    run, events = asyncio.run(go())
+    completed = next(e for e in events if e["event"] == "prefect.task-run.Completed")
+    names = {
+        r["prefect.resource.role"]: r.get("prefect.resource.name") for r in completed["related"]
+    }
+    assert names["flow"] == "conductor-stack-test-sleep", names
+    assert names["deployment"] == "run", names
+    assert names["work-pool"] == conductor_stack.settings.worker.pool, names
+    assert names["work-queue"] == run.work_queue_name, names
+    assert names["flow-run"] == run.name, names
+
+
 def test_a_run_gets_the_prefect_settings_of_its_own_environment(
     conductor_stack: Stack, tmp_path: Path
 ) -> None:

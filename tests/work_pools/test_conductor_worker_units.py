@@ -313,3 +313,60 @@ def test_the_end_of_its_own_run_does_not_wake_the_worker_its_slot_does() -> None
     )
     assert not worker._ends_own_run(event("prefect.flow-run.Scheduled", f"prefect.flow-run.{own}"))
     assert not worker._ends_own_run(event("prefect.work-pool.ready", f"prefect.work-pool.{own}"))
+
+
+def test_a_forked_runs_events_name_what_the_worker_handed_over_without_reading_it() -> None:
+    """The worker sends the run's flow, deployment, work queue and work pool with it; the
+    engine's events name them (as Prefect's would) and read none of them from the API."""
+    import asyncio
+
+    from prefect.client.schemas.objects import Flow, FlowRun, WorkPool, WorkQueue
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.context import FlowRunContext
+    from prefect.events import related as prefect_related
+
+    from claude_conductor.work_pools.related import related_objects, seed
+
+    flow = Flow(id=uuid4(), name="conductor-task", tags=["flow-tag"])
+    deployment = DeploymentResponse(id=uuid4(), name="run", flow_id=flow.id, tags=["dep-tag"])
+    pool = WorkPool(name="conductor-agents", type="conductor", default_queue_id=uuid4())
+    queue = WorkQueue(id=uuid4(), name="default", work_pool_id=pool.id)
+    run = FlowRun(
+        id=uuid4(),
+        name="t-1: a task",
+        flow_id=flow.id,
+        deployment_id=deployment.id,
+        work_queue_id=queue.id,
+        work_pool_name=pool.name,
+    )
+    handed = related_objects(
+        run, flow=flow, deployment=deployment, work_queue=queue, work_pool=pool
+    )
+    other = related_objects(run, flow=Flow(id=uuid4(), name="another"))
+    assert other == {}  # not the run's: not handed over
+
+    class NoReads:
+        def __getattr__(self, name: str) -> Any:
+            async def read(*args: Any) -> Any:
+                raise AssertionError(f"the engine called {name} on the API")
+
+            return read
+
+    saved = dict(prefect_related.RESOURCE_CACHE)
+    prefect_related.RESOURCE_CACHE.clear()
+    try:
+        assert seed(handed) == 4
+        context = FlowRunContext.model_construct(flow_run=run)
+        with context:
+            resources = asyncio.run(
+                prefect_related.related_resources_from_run_context(NoReads())  # type: ignore[arg-type]
+            )
+    finally:
+        prefect_related.RESOURCE_CACHE.clear()
+        prefect_related.RESOURCE_CACHE.update(saved)
+    named = {r.id: r.get("prefect.resource.name") for r in resources}
+    assert named[f"prefect.flow.{flow.id}"] == "conductor-task"
+    assert named[f"prefect.deployment.{deployment.id}"] == "run"
+    assert named[f"prefect.work-queue.{queue.id}"] == "default"
+    assert named[f"prefect.work-pool.{pool.id}"] == "conductor-agents"
+    assert {"prefect.tag.flow-tag", "prefect.tag.dep-tag"} <= set(named)

@@ -494,8 +494,10 @@ class ForkStarter:
         env: Mapping[str, str | None],
         stream_output: bool,
         control_channel: ControlChannel | None,
+        related: Mapping[str, Any] | None = None,
     ) -> None:
         self._forkserver = forkserver
+        self._related = dict(related or {})
         self._entrypoint = entrypoint
         self._cwd = cwd
         self._env = env
@@ -521,6 +523,7 @@ class ForkStarter:
             "env": env,
             "cwd": str(self._cwd),
             "stream_output": self._stream_output,
+            "related": self._related,  # for the run's events (``related.seed``)
         }
         sock = await self._forkserver.fork(request)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE_BYTES)

@@ -61,7 +61,7 @@ from typing import Any
 from claude_conductor.system.hardening import make_undumpable
 from claude_conductor.system.processes import forget_process, record_process
 from claude_conductor.system.temp_dirs import RUN_TEMP_TAG_ENV, new_run_tag, remove_run_temp_dirs
-from claude_conductor.work_pools import suspension
+from claude_conductor.work_pools import related, suspension
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -266,6 +266,7 @@ def _run_engine(request: dict[str, Any]) -> int:
     from claude_conductor.work_pools.run_logs import send_logs_before_final_states
 
     flow_run_id = UUID(request["flow_run_id"])
+    related.seed(request.get("related"))
     configure_from_env()
     try:
         with handle_engine_signals(flow_run_id):

@@ -41,6 +41,7 @@ from uuid import UUID
 import anyio
 import anyio.abc
 from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+from prefect.client.schemas.objects import WorkQueue
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.exceptions import Abort, ObjectNotFound
@@ -63,6 +64,7 @@ from claude_conductor.settings import load_settings
 from claude_conductor.system.hardening import make_undumpable
 from claude_conductor.work_pools import forking
 from claude_conductor.work_pools.pools import busy_filter
+from claude_conductor.work_pools.related import related_objects
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import Flow as APIFlow
@@ -209,6 +211,7 @@ class ConductorWorker(ProcessWorker):
         self._own_runs: set[UUID] = set()  # runs of this worker not ended yet
         self._deployments: dict[UUID, tuple[float, DeploymentResponse]] = {}
         self._flows: dict[UUID, APIFlow] = {}
+        self._queues: dict[UUID, tuple[float, WorkQueue | None]] = {}
         self._forkserver: forking.Forkserver | None = None
         self._executor_ctx: FlowRunExecutorContext | None = None
         self._hook_runner = HookRunner(resolve_flow=load_flow_from_flow_run)
@@ -297,6 +300,20 @@ class ConductorWorker(ProcessWorker):
         deployment = await self.client.read_deployment(deployment_id)
         self._deployments[deployment_id] = (now, deployment)
         return deployment
+
+    async def _work_queue(self, work_queue_id: UUID | None) -> WorkQueue | None:
+        """The run's work queue (cached like deployments), for its events; None if unread."""
+        if work_queue_id is None:
+            return None
+        now = time.monotonic()
+        cached = self._queues.get(work_queue_id)
+        if cached is not None and now - cached[0] < _CACHE_SECONDS:
+            return cached[1]
+        queue: WorkQueue | None = None
+        with contextlib.suppress(Exception):
+            queue = await self.client.read_work_queue(work_queue_id)
+        self._queues[work_queue_id] = (now, queue)
+        return queue
 
     async def _configuration(
         self, flow_run: FlowRun
@@ -443,6 +460,13 @@ class ConductorWorker(ProcessWorker):
                 env=configuration.env,
                 stream_output=configuration.stream_output,
                 control_channel=self._executor_ctx.control_channel,
+                related=related_objects(
+                    flow_run,
+                    flow=self._flows.get(flow_run.flow_id),
+                    deployment=deployment,
+                    work_queue=await self._work_queue(flow_run.work_queue_id),
+                    work_pool=self._work_pool,
+                ),
             )
             executor = self._executor_ctx.create_executor(
                 flow_run, starter, propose_submitting=False, hook_runner=self._hook_runner
