@@ -42,7 +42,7 @@ def test_server_runs_on_sqlite_under_the_home_with_analytics_off(
     settings: ConductorSettings,
 ) -> None:
     argv = launch.server_argv(settings, python="/venv/bin/python")
-    assert argv[:3] == ["/venv/bin/python", "-m", "claude_conductor.tiers.standalone.server"]
+    assert argv[:3] == ["/venv/bin/python", "-m", "claude_conductor.tiers.prefect_server"]
     assert argv[argv.index("--port") + 1] == "4321"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     env = launch.server_env(settings, CALLER_ENV)

@@ -408,7 +408,7 @@ def test_a_run_cut_off_by_a_hard_stop_is_crashed_at_the_next_up(tmp_path: Path) 
 
 def test_simultaneous_submissions_are_all_accepted(conductor_stack: Stack) -> None:
     """20 flow runs created at the same instant (no client retry): SQLite writers queue for
-    the lock (tiers/standalone/server.py) instead of being refused with 503."""
+    the lock (tiers/prefect_server.py) instead of being refused with 503."""
 
     async def go() -> tuple[list[int], list[FlowRun]]:
         async with conductor_client(conductor_stack.settings) as client:

@@ -73,7 +73,8 @@ prepare_dirs
 
 case "$role" in
   server)
-    exec prefect server start --host 0.0.0.0 --port 4200 --no-services "$@"
+    # Prefect's server with Conductor's two changes (src/claude_conductor/tiers/prefect_server.py).
+    exec python -m claude_conductor.tiers.prefect_server --host 0.0.0.0 --port 4200 --no-services "$@"
     ;;
   services)
     exec prefect server services start "$@"

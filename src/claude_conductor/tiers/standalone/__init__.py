@@ -1,9 +1,9 @@
 """The standalone tier: everything on this machine (Prefect server on SQLite, process workers,
 the dashboard), started and stopped by PID.
 
-``up``, ``down``, ``status`` and ``scale_agents`` are loaded on first use: the server's own
-process (``python -m claude_conductor.tiers.standalone.server``) imports this package and
-must not pay for the whole stack module (Prefect's client, the flows) before it starts."""
+``up``, ``down``, ``status`` and ``scale_agents`` are loaded on first use: whatever imports
+this package for one small part (``info``, ``launch``) does not pay for the whole stack module
+(Prefect's client, the flows)."""
 
 from __future__ import annotations
 

@@ -155,10 +155,10 @@ def record_server_prepared(settings: ConductorSettings) -> None:
 
 
 def server_argv(settings: ConductorSettings, python: str = sys.executable) -> list[str]:
-    """``prefect server start``, through ``tiers.standalone.server`` (SQLite transactions
-    begun IMMEDIATE: concurrent writers wait instead of being refused)."""
+    """``prefect server start``, through ``tiers.prefect_server`` (SQLite transactions begun
+    IMMEDIATE: concurrent writers wait instead of being refused; schemas checked once)."""
     return [
-        python, "-m", "claude_conductor.tiers.standalone.server",
+        python, "-m", "claude_conductor.tiers.prefect_server",
         "--host", settings.server.host,
         "--port", str(settings.server.port),
         "--analytics-off",
