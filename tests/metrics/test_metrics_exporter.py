@@ -3,14 +3,17 @@ and the CLI's errors for bad options."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from datetime import UTC, datetime
 from wsgiref.simple_server import make_server
 
+import pytest
 from metrics_support import exposition, full_snapshot, samples, value
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
@@ -116,3 +119,33 @@ def test_unreachable_api_is_reported_without_the_urls_password() -> None:
     doc = json.loads(out.stdout)
     assert doc["api_up"] is False and "not running" in doc["error"]
     assert "s3cret-pw" not in out.stdout + out.stderr
+
+
+class _SlowReader(_CountingReader):
+    """Answers at once, then (like a swamped API) only after a long while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delay = 0.0
+
+    async def refresh(self) -> FleetSnapshot:
+        await asyncio.sleep(self.delay)
+        return await super().refresh()
+
+
+def test_a_slow_api_never_holds_a_scrape_past_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from claude_conductor.metrics import exporter
+
+    monkeypatch.setattr(exporter, "REFRESH_TIMEOUT_SECONDS", 0.2)
+    reader = _SlowReader()
+    collector = FleetCollector(ConductorSettings(), ttl_seconds=0, reader=reader)  # type: ignore[arg-type]
+    first = collector.snapshot()
+    assert first.api_up
+    reader.delay = 5.0
+    started = time.monotonic()
+    again = collector.snapshot()
+    assert time.monotonic() - started < 2
+    assert again is first  # the last numbers, with their own (older) time
+    slow = FleetCollector(ConductorSettings(), ttl_seconds=0, reader=reader)  # type: ignore[arg-type]
+    never = slow.snapshot()  # nothing read yet: the API is down as far as anyone can tell
+    assert not never.api_up and "did not answer within" in (never.error or "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from uuid import UUID
 
 import httpx
@@ -45,6 +46,7 @@ __all__ = [
     "cancel_task",
     "find_run",
     "list_runs",
+    "logs_complete",
     "read_report",
     "read_task_logs",
     "retry_task",
@@ -239,6 +241,26 @@ async def read_task_logs(
         if len(page) < _PAGE:
             break
     return logs[::-1] if newest else logs
+
+
+LOGS_SETTLE_SECONDS = 5.0
+"""How long after a run's final state its logs are taken as complete without its engine's last
+line (an engine killed outright never sends it)."""
+
+
+def logs_complete(run: FlowRun, entries: list[Log]) -> bool:
+    """Whether ``entries`` (the run's logs, oldest first) are all it will have: the run is final
+    and Prefect's engine has logged its last line (the flow run's "Finished in state ...",
+    which it logs, and sends, just after reporting that state), or the final state is
+    ``LOGS_SETTLE_SECONDS`` old."""
+    state = run.state
+    if state is None or not state.is_final():
+        return False
+    for entry in reversed(entries[-20:]):
+        if entry.name == "prefect.flow_runs" and entry.message.startswith("Finished in state"):
+            return True
+    age = (datetime.now(UTC) - state.timestamp).total_seconds()
+    return age >= LOGS_SETTLE_SECONDS
 
 
 async def read_report(client: PrefectClient, task_id: str) -> str:

@@ -126,7 +126,9 @@ async def logs(
     settings: ConductorSettings, task_id: str, *, offset: int, limit: int, wait_seconds: float
 ) -> dict[str, Any]:
     """Log lines from ``offset`` on; with ``wait_seconds``, wait that long for a new line (or
-    the end). Call again with ``next_offset`` to follow a task."""
+    the end). Call again with ``next_offset`` to follow a task. ``finished`` means no line will
+    follow: a run that has just ended is waited for (a few seconds at most) until its last
+    line is in."""
     _bounded_wait(wait_seconds, "wait_seconds")
     if offset < 0:
         raise InputError(f"field 'offset' = {offset!r}: must be 0 or more", field="offset")
@@ -141,8 +143,10 @@ async def logs(
         while True:
             entries = await api.read_task_logs(client, run, limit=offset + limit)
             fresh = entries[offset:]
-            finished = bool(run.state and run.state.is_final())
-            if fresh or finished or loop.time() >= deadline:
+            full = len(entries) >= offset + limit  # more lines may be there already
+            finished = not full and api.logs_complete(run, entries)
+            ending = bool(run.state and run.state.is_final()) and not finished and not full
+            if not ending and (fresh or finished or loop.time() >= deadline):
                 break
             await asyncio.sleep(_POLL_SECONDS)
             run = await client.read_flow_run(run.id)

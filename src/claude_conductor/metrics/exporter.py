@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from wsgiref.simple_server import make_server
 
@@ -24,13 +25,23 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from claude_conductor.metrics.reader import FleetReader
 from claude_conductor.metrics.snapshot import FleetSnapshot, HistogramData
+from claude_conductor.redaction import MASK, strip_url_credentials
 from claude_conductor.settings import ConductorSettings
 
-__all__ = ["HEALTH_PATH", "FleetCollector", "make_app", "metric_families", "serve"]
+__all__ = [
+    "HEALTH_PATH",
+    "REFRESH_TIMEOUT_SECONDS",
+    "FleetCollector",
+    "make_app",
+    "metric_families",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
+REFRESH_TIMEOUT_SECONDS = 8.0
+"""The longest a scrape waits for the API (Prometheus's default scrape timeout is 10 s)."""
 
 
 def _histogram(name: str, doc: str, data: HistogramData | None) -> HistogramMetricFamily:
@@ -162,6 +173,7 @@ class FleetCollector:
         reader: FleetReader | None = None,
     ) -> None:
         self.reader = reader or FleetReader(settings)
+        self._api_url = strip_url_credentials(settings.server.url, MASK)
         self.ttl_seconds = ttl_seconds
         self.cost_budget_usd_per_hour = cost_budget_usd_per_hour
         self.refreshes = 0
@@ -171,11 +183,31 @@ class FleetCollector:
         self._refresh_seconds = 0.0
 
     def snapshot(self) -> FleetSnapshot:
-        """The cached snapshot, refreshed when older than the TTL (one refresh at a time)."""
+        """The cached snapshot, refreshed when older than the TTL (one refresh at a time). A
+        refresh is bounded by ``REFRESH_TIMEOUT_SECONDS`` (under Prometheus's default scrape
+        timeout): an API that slow leaves the last snapshot in place (its
+        ``conductor_exporter_last_refresh_timestamp_seconds`` says how old it is), or, before
+        any, gives one that says the API is down."""
         with self._lock:
             if self._snap is None or time.monotonic() - self._at >= self.ttl_seconds:
                 began = time.monotonic()
-                self._snap = _run(self.reader.refresh())
+                try:
+                    self._snap = _run(
+                        asyncio.wait_for(self.reader.refresh(), REFRESH_TIMEOUT_SECONDS)
+                    )
+                except TimeoutError:
+                    logger.warning(
+                        "the Prefect API did not answer within %.0fs; serving the last numbers",
+                        REFRESH_TIMEOUT_SECONDS,
+                    )
+                    if self._snap is None:
+                        self._snap = FleetSnapshot(
+                            api_up=False,
+                            error=f"the Prefect API did not answer within "
+                            f"{REFRESH_TIMEOUT_SECONDS:.0f}s",
+                            taken_at=datetime.now(UTC),
+                            api_url=self._api_url,
+                        )
                 self._at = time.monotonic()
                 self._refresh_seconds = self._at - began
                 self.refreshes += 1
