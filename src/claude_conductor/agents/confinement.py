@@ -118,8 +118,8 @@ def confinement_for(
     engine_env: Mapping[str, str] | None = None,
 ) -> Confinement:
     """The boundary for an agent working in ``workspace`` with its own ``temp_dir`` (see
-    ``system.temp_dirs.new_temp_dir``), under ``settings`` (the home's control files are protected) and
-    ``engine_env`` (default: this process's environment; its Prefect home is protected)."""
+    ``system.temp_dirs.new_temp_dir``), under ``settings`` (the home's control files are
+    protected) and ``engine_env`` (default: this process's environment; its Prefect home is protected)."""
     home = settings.home.resolve()
     protected = (
         home / "config.yaml",

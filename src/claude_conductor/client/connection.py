@@ -1,7 +1,7 @@
 """The one way to reach the Prefect API Conductor's settings name: a client with the configured
 auth, a fast health check first (``client.rest.check_reachable``: ``ServerNotRunningError``
-saying how to start the server, not a minute of client retries), and the one bridge that runs its coroutines from plain code (the
-CLI, Streamlit's script thread), bounded when asked.
+saying how to start the server, not a minute of client retries), and the one bridge that runs
+its coroutines from plain code (the CLI, Streamlit's script thread), bounded when asked.
 """
 
 from __future__ import annotations

@@ -430,8 +430,8 @@ class SharedVerifiedContexts:
     only there: a verified TLS context for a CA file is built once (in the forkserver, before
     any fork) and shared by every Prefect client of every run. Prefect builds one per client
     and per version check, even for an ``http://`` API: loading the CA bundle costs about
-    20 ms of CPU, and a run makes four of them. Anything else (an unverified context, which Prefect then changes; any other use
-    of ``ssl``) goes to the real module unchanged."""
+    20 ms of CPU, and a run makes four of them. Anything else (an unverified context, which
+    Prefect then changes; any other use of ``ssl``) goes to the real module unchanged."""
 
     def __init__(self, module: Any) -> None:
         self._ssl = module

@@ -34,8 +34,9 @@ import socket
 import tempfile
 import time
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import anyio
@@ -190,6 +191,22 @@ def _alive_since(pid: int, since: float | None) -> bool:
     return started <= since + 2
 
 
+T = TypeVar("T")
+
+
+async def _cached(
+    store: dict[UUID, tuple[float, T]], key: UUID, read: Callable[[], Awaitable[T]]
+) -> T:
+    """``store[key]`` if read less than ``_CACHE_SECONDS`` ago, else ``read()`` (kept)."""
+    now = time.monotonic()
+    cached = store.get(key)
+    if cached is not None and now - cached[0] < _CACHE_SECONDS:
+        return cached[1]
+    value = await read()
+    store[key] = (now, value)
+    return value
+
+
 class ConductorWorker(ProcessWorker):
     """Prefect's process worker with warm fork starts, event wake-ups and crash recovery."""
 
@@ -293,27 +310,21 @@ class ConductorWorker(ProcessWorker):
     # -- submitting (leaner than BaseWorker's: cached reads, no per-run chatter) ----------------
 
     async def _deployment(self, deployment_id: UUID) -> DeploymentResponse:
-        now = time.monotonic()
-        cached = self._deployments.get(deployment_id)
-        if cached is not None and now - cached[0] < _CACHE_SECONDS:
-            return cached[1]
-        deployment = await self.client.read_deployment(deployment_id)
-        self._deployments[deployment_id] = (now, deployment)
-        return deployment
+        return await _cached(
+            self._deployments, deployment_id, lambda: self.client.read_deployment(deployment_id)
+        )
 
     async def _work_queue(self, work_queue_id: UUID | None) -> WorkQueue | None:
         """The run's work queue (cached like deployments), for its events; None if unread."""
         if work_queue_id is None:
             return None
-        now = time.monotonic()
-        cached = self._queues.get(work_queue_id)
-        if cached is not None and now - cached[0] < _CACHE_SECONDS:
-            return cached[1]
-        queue: WorkQueue | None = None
-        with contextlib.suppress(Exception):
-            queue = await self.client.read_work_queue(work_queue_id)
-        self._queues[work_queue_id] = (now, queue)
-        return queue
+
+        async def read() -> WorkQueue | None:
+            with contextlib.suppress(Exception):
+                return await self.client.read_work_queue(work_queue_id)
+            return None
+
+        return await _cached(self._queues, work_queue_id, read)
 
     async def _configuration(
         self, flow_run: FlowRun
