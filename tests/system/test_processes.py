@@ -190,8 +190,8 @@ def test_log_tail_reports_the_end_of_a_log(tmp_path: Path) -> None:
 def test_start_ticks_match_the_kernels_proc_stat(
     settings: ConductorSettings, cleanup: None
 ) -> None:
-    """psutil's create_time, in clock ticks, is /proc/<pid>/stat field 22 (PID files made by
-    earlier versions still match)."""
+    """The start time is /proc/<pid>/stat field 22, psutil's create_time in clock ticks (PID
+    files written by earlier versions, which used psutil, still match)."""
     daemon = processes.start_daemon(
         settings, "ticks", [sys.executable, "-c", PLAIN], env=dict(os.environ)
     )
@@ -199,3 +199,30 @@ def test_start_ticks_match_the_kernels_proc_stat(
     assert processes.process_start_ticks(daemon.pid) == int(raw[raw.rfind(")") + 2 :].split()[19])
     processes.terminate_processes([(daemon.pid, daemon.start_ticks)], grace_seconds=2)
     assert processes.process_start_ticks(daemon.pid) is None
+
+
+def test_liveness_reads_a_command_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    """The command name in /proc/<pid>/stat is free text: ``x) y (z`` does not shift the
+    fields; a zombie (exited, not reaped) is not live; a reaped one is gone."""
+    import shutil
+    import subprocess
+
+    import psutil
+
+    odd = tmp_path / "x) y (z"
+    shutil.copy("/bin/sleep", odd)
+    proc = subprocess.Popen([str(odd), "30"])
+    try:
+        created = psutil.Process(proc.pid).create_time() - psutil.boot_time()
+        assert processes.process_start_ticks(proc.pid) == round(created * os.sysconf("SC_CLK_TCK"))
+        assert processes.is_live(proc.pid)
+        proc.kill()
+        deadline = time.monotonic() + 10
+        while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert not processes.is_live(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert processes.process_start_ticks(proc.pid) is None

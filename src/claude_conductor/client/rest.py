@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "ApiReader",
     "api_reader",
     "check_reachable",
+    "http_client",
 ]
 
 HEALTH_TIMEOUT_SECONDS = 3.0
@@ -34,19 +37,38 @@ BUSY_TIMEOUT_SECONDS = 30.0
 _READ_TIMEOUT_SECONDS = 30.0
 
 
+def http_client(url: str, **kwargs: Any) -> httpx.AsyncClient:
+    """An httpx client for ``url``. httpx builds a verified TLS context (the CA bundle read,
+    about 20-50 ms of CPU) for every client, whatever the scheme; a plain-http URL gets an
+    empty one instead, which verifies against no CA (a redirect to https fails, closed)."""
+    if not url.startswith("https:"):
+        kwargs.setdefault("verify", _plain_http_tls())
+    return httpx.AsyncClient(**kwargs)
+
+
+@functools.cache
+def _plain_http_tls() -> ssl.SSLContext:
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 async def check_reachable(
     url: str,
     timeout_seconds: float = HEALTH_TIMEOUT_SECONDS,
     busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
+    *,
+    http: httpx.AsyncClient | None = None,
 ) -> None:
     """Fail fast (no client retries) when nothing answers ``<url>/health``
     (``ServerNotRunningError``); a server that accepts the connection but is slow to answer
-    is running, so it gets ``busy_timeout_seconds`` more (then ``ApiTimeoutError``)."""
+    is running, so it gets ``busy_timeout_seconds`` more (then ``ApiTimeoutError``). ``http``:
+    a client to ask with (its connection is then reused), else one of its own."""
     health = url.rstrip("/") + "/health"
     try:
-        async with httpx.AsyncClient(timeout=timeout_seconds) as http:
+        async with contextlib.AsyncExitStack() as stack:
+            if http is None:
+                http = await stack.enter_async_context(http_client(url))
             try:
-                response = await http.get(health)
+                response = await http.get(health, timeout=timeout_seconds)
             except httpx.ReadTimeout:
                 response = await http.get(health, timeout=busy_timeout_seconds)
     except httpx.ReadTimeout as exc:
@@ -119,16 +141,22 @@ def _headers(settings: ConductorSettings) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def api_reader(
-    settings: ConductorSettings, *, api_url: str | None = None, check: bool = True
+    settings: ConductorSettings,
+    *,
+    api_url: str | None = None,
+    check: bool = True,
+    busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
 ) -> AsyncIterator[ApiReader]:
     """An ``ApiReader`` on ``api_url`` (default ``settings.server.url``) with the configured
-    auth; ``ServerNotRunningError`` when ``check`` and the API does not answer."""
+    auth; when ``check``, the API's health is asked first on the same connection
+    (``check_reachable``: ``ServerNotRunningError``, ``ApiTimeoutError``)."""
     url = api_url or settings.server.url
-    if check:
-        await check_reachable(url)
-    async with httpx.AsyncClient(
+    async with http_client(
+        url,
         base_url=url.rstrip("/") + "/",
         headers=_headers(settings),
         timeout=_READ_TIMEOUT_SECONDS,
     ) as http:
+        if check:
+            await check_reachable(url, busy_timeout_seconds=busy_timeout_seconds, http=http)
         yield ApiReader(http)

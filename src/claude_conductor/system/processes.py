@@ -2,7 +2,7 @@
 
 Each daemon runs in its own session (so its whole process group can be signalled), writes
 stdout and stderr to ``<logs_dir>/<name>.log`` and is recorded in ``<run_dir>/<name>.pid`` as
-JSON: the PID plus the process start time (psutil's ``create_time``), so a PID the kernel has
+JSON: the PID plus the process start time (/proc/<pid>/stat), so a PID the kernel has
 recycled for some other program is never mistaken for ours (or signalled).
 
 Processes that are not daemons but must still be found later (a flow run's engine, forked by
@@ -31,13 +31,15 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import filelock
-import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from claude_conductor.errors import ConductorError, DaemonError
 from claude_conductor.settings import ConductorSettings
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = [
     "Daemon",
@@ -96,13 +98,36 @@ class Daemon(BaseModel):
         return pid_alive(self.pid, self.start_ticks)
 
 
-# -- processes (psutil) ---------------------------------------------------------------
+# -- processes ---------------------------------------------------------------------------
+# One process's liveness and start time come from /proc/<pid>/stat (what psutil reads too);
+# psutil, imported where it is used, scans and walks the process table. ``conductor status``
+# (PID files, liveness) so imports no psutil.
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+_GONE_STATES = ("Z", "X")  # zombie, dead
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``pid``'s state letter and start time (clock ticks since boot, field 22) from
+    /proc/<pid>/stat; None when there is no such process."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return fields[0].decode(), int(fields[19])
+    except (IndexError, ValueError):
+        return None
 
 
 def _process(pid: int) -> psutil.Process | None:
+    import psutil
+
     try:
         return psutil.Process(pid)
     except (psutil.Error, ValueError):
@@ -110,23 +135,14 @@ def _process(pid: int) -> psutil.Process | None:
 
 
 def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() not in _GONE
-    except psutil.Error:
-        return False
+    return is_live(proc.pid)
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (psutil's ``create_time``, in the unit
-    of /proc/<pid>/stat field 22); None when there is no such process."""
-    proc = _process(pid)
-    if proc is None:
-        return None
-    try:
-        created = proc.create_time()
-    except psutil.Error:
-        return None
-    return round((created - psutil.boot_time()) * _CLK_TCK)
+    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22, psutil's
+    ``create_time`` in that unit); None when there is no such process."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
 
 
 def _reap(pid: int) -> None:
@@ -147,12 +163,14 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
 def is_live(pid: int) -> bool:
     """Whether ``pid`` runs (zombies do not count). Unlike ``pid_alive`` it never reaps, so
     it is safe on children that asyncio waits for."""
-    proc = _process(pid)
-    return proc is not None and _running(proc)
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in _GONE_STATES
 
 
 def _own_lineage() -> set[int]:
     """This process and its ancestors: never ours to kill."""
+    import psutil
+
     me = psutil.Process()
     try:
         return {me.pid, *(p.pid for p in me.parents())}
@@ -162,6 +180,8 @@ def _own_lineage() -> set[int]:
 
 def read_environ(pid: int) -> dict[str, str]:
     """The environment ``pid`` was started with ({} when it cannot be read)."""
+    import psutil
+
     proc = _process(pid)
     if proc is None:
         return {}
@@ -174,6 +194,8 @@ def read_environ(pid: int) -> dict[str, str]:
 def processes_with_env(key: str, value: str, *, skip: Iterable[int] = ()) -> list[int]:
     """Live PIDs (``skip`` left out) whose environment holds exactly ``key=value``;
     processes we may not inspect are skipped."""
+    import psutil
+
     left_out = set(skip)
     found: list[int] = []
     for proc in psutil.process_iter():
@@ -197,6 +219,8 @@ def find_processes_with_env(key: str, value: str) -> list[int]:
 def descendants(pid: int) -> list[int]:
     """Live (non-zombie) descendants of ``pid``, from the process tree alone (no environment
     is read, so it works on non-dumpable processes of the same user)."""
+    import psutil
+
     proc = _process(pid)
     if proc is None:
         return []
@@ -224,6 +248,8 @@ def group_members(pgid: int) -> list[int]:
             return []
         except OSError:
             pass  # another user's group: look
+    import psutil
+
     members: list[int] = []
     for proc in psutil.process_iter():
         if process_group(proc.pid) == pgid and _running(proc):
@@ -470,6 +496,8 @@ def locked(settings: ConductorSettings, timeout_seconds: float = 300.0) -> Itera
     """Hold ``<run_dir>/stack.lock``: one ``up``/``down``/scale at a time per home."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     path = settings.run_dir / "stack.lock"
+    import filelock
+
     lock = filelock.FileLock(
         path,
         timeout=timeout_seconds,

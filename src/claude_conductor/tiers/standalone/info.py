@@ -5,7 +5,7 @@ of Prefect (see ``client.rest``)."""
 from __future__ import annotations
 
 from claude_conductor.client.connection import run_sync
-from claude_conductor.client.rest import api_reader, check_reachable
+from claude_conductor.client.rest import api_reader
 from claude_conductor.errors import ApiTimeoutError, ServerNotRunningError
 from claude_conductor.settings import ConductorSettings
 from claude_conductor.tiers.standalone import addons, launch
@@ -33,8 +33,7 @@ def status(settings: ConductorSettings) -> StackInfo:
     async def _query() -> StackInfo:
         # A status answers quickly: a server that is up but does not answer its health check
         # within a few seconds is reported unhealthy, not waited for.
-        await check_reachable(api_url, busy_timeout_seconds=_BUSY_SECONDS)
-        async with api_reader(settings, api_url=api_url, check=False) as api:
+        async with api_reader(settings, api_url=api_url, busy_timeout_seconds=_BUSY_SECONDS) as api:
             return await read_stack_status(api, settings, info.model_copy(update={"healthy": True}))
 
     try:
