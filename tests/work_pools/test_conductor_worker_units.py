@@ -3,6 +3,7 @@ run has left, its pool template; and the forkserver's view of the code it loaded
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,69 @@ def test_a_forked_runs_events_name_what_the_worker_handed_over_without_reading_i
     assert named[f"prefect.work-queue.{queue.id}"] == "default"
     assert named[f"prefect.work-pool.{pool.id}"] == "conductor-agents"
     assert {"prefect.tag.flow-tag", "prefect.tag.dep-tag"} <= set(named)
+
+
+def test_an_engine_starts_from_the_run_the_worker_handed_over() -> None:
+    """The worker sends the run as it left it (Pending); the engine uses it instead of
+    reading it again, and reads it itself when the copy is missing, another run's or bad."""
+    from prefect.states import Pending
+
+    from claude_conductor.work_pools.forkserver import _handed_flow_run
+
+    run = FlowRun(id=uuid4(), name="t-1", flow_id=uuid4(), parameters={"spec": {"x": 1}})
+    run = run.model_copy(update={"state": Pending(), "state_type": Pending().type})
+    request = {"flow_run_id": str(run.id), "flow_run": run.model_dump(mode="json")}
+    handed = _handed_flow_run(request)
+    assert handed is not None
+    assert (handed.id, handed.parameters, handed.state_type) == (run.id, run.parameters, "PENDING")
+    assert _handed_flow_run({"flow_run_id": str(run.id)}) is None
+    assert _handed_flow_run({**request, "flow_run_id": str(uuid4())}) is None
+    assert _handed_flow_run({**request, "flow_run": {"id": str(run.id), "flow_id": 3}}) is None
+
+
+def test_a_run_too_large_to_hand_over_is_read_by_its_engine() -> None:
+    """Parameters that would not fit the forkserver's message: the request goes without the
+    run (the engine reads it) instead of failing."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from claude_conductor.work_pools.forkserver import MAX_MESSAGE_BYTES
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        server = forking.Forkserver.__new__(forking.Forkserver)
+        server._server = SimpleNamespace(alive=True, control=ours)  # type: ignore[assignment]
+        big = {"flow_run_id": "r", "env": {}, "flow_run": {"id": "r", "p": "x" * MAX_MESSAGE_BYTES}}
+        small = {"flow_run_id": "r", "env": {}, "flow_run": {"id": "r", "p": "x"}}
+        for request, kept in ((small, True), (big, False)):
+            asyncio.run(server.fork(request)).close()
+            message, fds, _flags, _addr = socket.recv_fds(theirs, MAX_MESSAGE_BYTES, 1)
+            for fd in fds:
+                os.close(fd)
+            assert ("flow_run" in json.loads(message)) is kept
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_forked_engines_skip_the_handshakes_the_worker_already_made() -> None:
+    """The server's version (checked by the worker's client at start) and, when the worker's
+    client found the server without CSRF protection, the CSRF token request: each engine's
+    clients would ask again on the way to every start."""
+    from types import SimpleNamespace
+
+    run = FlowRun(id=uuid4(), name="t-1", flow_id=uuid4())
+    env = forking.engine_environment(run, {}, entrypoint="m.f", control_env={})
+    assert env["PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED"] == "false"
+    mine = {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "true"}
+    env = forking.engine_environment(run, mine, entrypoint="m.f", control_env={})
+    assert env["PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED"] == "true"  # the user's choice
+
+    worker = ConductorWorker(work_pool_name="agents", limit=1)
+    for found, expected in (
+        (False, {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}),
+        (True, {}),  # a server with CSRF protection (or not asked yet): engines ask too
+    ):
+        worker._client = SimpleNamespace(_client=SimpleNamespace(enable_csrf_support=found))  # type: ignore[assignment]
+        assert worker._server_known_env() == expected

@@ -352,6 +352,10 @@ class Forkserver:
             raise ForkserverUnavailable("no forkserver is running")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         payload = json.dumps({"op": "run", **request}).encode()
+        if len(payload) > MAX_MESSAGE_BYTES and "flow_run" in request:
+            # Parameters too large to hand over: the engine reads the run itself.
+            request = {k: v for k, v in request.items() if k != "flow_run"}
+            payload = json.dumps({"op": "run", **request}).encode()
         try:
             for _ in range(100):  # the socket is non-blocking: wait out a full buffer
                 try:
@@ -471,6 +475,9 @@ def engine_environment(
             **control_env,
         }
     )
+    # The worker's client checked the server's version when it started; Prefect's setting
+    # for subprocesses that inherit that check (one request at each client's start).
+    env.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
     return {k: v for k, v in sanitize_subprocess_env(env).items() if v is not None}
 
 
@@ -524,6 +531,9 @@ class ForkStarter:
             "cwd": str(self._cwd),
             "stream_output": self._stream_output,
             "related": self._related,  # for the run's events (``related.seed``)
+            # The run as the worker left it (Pending): the engine starts from it instead of
+            # reading it again (Prefect's engine re-reads it before the flow begins).
+            "flow_run": flow_run.model_dump(mode="json"),
         }
         sock = await self._forkserver.fork(request)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE_BYTES)

@@ -253,6 +253,20 @@ def _apply_environment(request: dict[str, Any]) -> None:
         os.close(devnull)
 
 
+def _handed_flow_run(request: dict[str, Any]) -> Any:
+    """The flow run the worker handed over (as it left it, Pending), None when it did not
+    or it does not parse (then the engine reads it, as Prefect's does)."""
+    data = request.get("flow_run")
+    if not isinstance(data, dict) or data.get("id") != request["flow_run_id"]:
+        return None
+    from prefect.client.schemas.objects import FlowRun
+
+    try:
+        return FlowRun.model_validate(data)
+    except ValueError:
+        return None
+
+
 def _run_engine(request: dict[str, Any]) -> int:
     """What ``python -m prefect.engine`` does, in this already warm interpreter."""
     from uuid import UUID
@@ -272,7 +286,7 @@ def _run_engine(request: dict[str, Any]) -> int:
         with handle_engine_signals(flow_run_id):
             from prefect._internal.metrics import RunMetrics
 
-            flow_run = load_flow_run(flow_run_id=flow_run_id)
+            flow_run = _handed_flow_run(request) or load_flow_run(flow_run_id=flow_run_id)
             run_logger = flow_run_logger(flow_run=flow_run)
             try:
                 flow = _load_flow_from_runtime_entrypoint(request["entrypoint"])

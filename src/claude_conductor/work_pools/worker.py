@@ -69,7 +69,7 @@ from claude_conductor.work_pools.related import related_objects
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import Flow as APIFlow
-    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.objects import FlowRun, State
     from prefect.client.schemas.responses import DeploymentResponse
 
 __all__ = [
@@ -359,7 +359,17 @@ class ConductorWorker(ProcessWorker):
 
     async def _submit_run(self, flow_run: FlowRun) -> None:
         try:
-            if await self._propose_pending(flow_run):
+            pending = await self._propose_pending(flow_run)
+            if pending is not None:
+                # The run as the server now has it (the engine starts from this copy).
+                flow_run = flow_run.model_copy(
+                    update={
+                        "state": pending,
+                        "state_id": pending.id,
+                        "state_name": pending.name,
+                        "state_type": pending.type,
+                    }
+                )
                 assert self._runs_task_group is not None
                 pid = await self._runs_task_group.start(
                     self._submit_run_and_capture_errors, flow_run
@@ -380,8 +390,9 @@ class ConductorWorker(ProcessWorker):
             if self._cancelling_observer is not None:
                 self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
 
-    async def _propose_pending(self, flow_run: FlowRun) -> bool:
-        """Pending, naming this worker (so a successor can tell the run was ours)."""
+    async def _propose_pending(self, flow_run: FlowRun) -> State | None:
+        """Pending, naming this worker (so a successor can tell the run was ours); the
+        accepted state, None when the run is not ours to start."""
         try:
             state = await propose_state(
                 self.client,
@@ -389,11 +400,11 @@ class ConductorWorker(ProcessWorker):
                 flow_run_id=flow_run.id,
             )
         except Abort:
-            return False
+            return None
         except Exception:
             self._logger.exception("could not set flow run %s Pending", flow_run.id)
-            return False
-        return state.is_pending()
+            return None
+        return state if state.is_pending() else None
 
     async def _submit_run_and_capture_errors(
         self,
@@ -468,7 +479,7 @@ class ConductorWorker(ProcessWorker):
                 self._forkserver,
                 entrypoint=entrypoint,
                 cwd=cwd,
-                env=configuration.env,
+                env={**self._server_known_env(), **configuration.env},
                 stream_output=configuration.stream_output,
                 control_channel=self._executor_ctx.control_channel,
                 related=related_objects(
@@ -500,6 +511,17 @@ class ConductorWorker(ProcessWorker):
         return ProcessWorkerResult(
             status_code=execution.status_code, identifier=str(execution.handle.pid)
         )
+
+    def _server_known_env(self) -> dict[str, str]:
+        """What this worker's client has learnt of the server, for its engines' clients:
+        a server without CSRF protection answers the token request with "disabled", once
+        per client, and every engine's two clients (flow, logs and events) would ask again
+        (one request on the path of every start). An engine does what the worker's client
+        does, so a server restarted with protection on is found by both the same way."""
+        http = getattr(self.client, "_client", None)
+        if getattr(http, "enable_csrf_support", True) is False:
+            return {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
+        return {}
 
     async def _rerun_if_allowed(self, flow_run_id: UUID, why: str) -> bool:
         """After a crash: schedule the run again when its retries allow it."""
