@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed
 
 from claude_conductor.flows.identity import adopt_flow_run, run_name, submission_tags
 from claude_conductor.flows.report import fanout_rows
-from claude_conductor.flows.results import publish_result, read_result
+from claude_conductor.flows.results import UNPERSISTED_RESULT_STORAGE, publish_result, read_result
 from claude_conductor.models import TaskResult, TaskSpec, TaskStatus
 from claude_conductor.work_pools import deployments
 
@@ -85,7 +85,7 @@ async def _run_subtask(sub: TaskSpec) -> TaskResult:
     )
 
 
-@flow(name="conductor-fanout", persist_result=False)
+@flow(name="conductor-fanout", persist_result=False, result_storage=UNPERSISTED_RESULT_STORAGE)
 async def conductor_fanout(spec: TaskSpec) -> State[Any]:
     """Run a task's subtasks in parallel as their own flow runs and aggregate their results."""
     parent = await adopt_flow_run(spec)

@@ -1,6 +1,8 @@
 """Task results live in Prefect as artifacts, so every tier (and the dashboard) reads them from
 the API: ``result-<task-id>`` holds the TaskResult as JSON, ``report-<task-id>`` the markdown
-report with the diff.
+report with the diff. Prefect persists no result of Conductor's flows (``persist_result=False``);
+``UNPERSISTED_RESULT_STORAGE`` names the storage Prefect would fall back to, so a run does not
+ask the server for its default result storage (one request at every start) for nothing.
 """
 
 from __future__ import annotations
@@ -8,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import Artifact, acreate_markdown_artifact
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+from prefect.settings import get_current_settings
 
 from claude_conductor.flows.report import task_markdown
 from claude_conductor.models import TaskResult
 
 __all__ = [
     "RESULT_ARTIFACT_TYPE",
+    "UNPERSISTED_RESULT_STORAGE",
     "publish_result",
     "read_result",
     "read_results",
@@ -29,6 +34,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RESULT_ARTIFACT_TYPE = "conductor-result"
+
+UNPERSISTED_RESULT_STORAGE = Path(get_current_settings().results.local_storage_path)
+"""The ``result_storage`` of flows that persist no result: Prefect's local default, named (a
+``Path`` is resolved without the API)."""
 
 
 def result_key(task_id: str) -> str:

@@ -26,7 +26,7 @@ from claude_conductor.credentials import agent_base_env
 from claude_conductor.errors import AgentError, InputError
 from claude_conductor.flows import steps
 from claude_conductor.flows.identity import adopt_flow_run
-from claude_conductor.flows.results import publish_result
+from claude_conductor.flows.results import UNPERSISTED_RESULT_STORAGE, publish_result
 from claude_conductor.models import AgentEvent, TaskResult, TaskSpec, TaskStatus, VerifyResult
 from claude_conductor.settings import run_settings
 from claude_conductor.workspaces.worktree import Workspace
@@ -152,6 +152,7 @@ def _kill_agents(flow: Any, flow_run: Any, state: State[Any]) -> None:
     name="conductor-task",
     log_prints=False,
     persist_result=False,
+    result_storage=UNPERSISTED_RESULT_STORAGE,
     on_cancellation=[_kill_agents],
     on_crashed=[_kill_agents],
 )
