@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_conductor.system.hardening import make_undumpable
-from claude_conductor.system.processes import forget_process, record_process
+from claude_conductor.system.processes import forget_process, is_live, record_process
 from claude_conductor.system.temp_dirs import RUN_TEMP_TAG_ENV, new_run_tag, remove_run_temp_dirs
 from claude_conductor.work_pools import related, suspension
 
@@ -341,7 +341,7 @@ def _stop_leftovers(me: int) -> None:
     and itself, then KILL after a grace period; repeat until nothing is left."""
     for _ in range(20):
         _reap_all()
-        left = [p for p in _children(me) if _is_running(p)]
+        left = [p for p in _children(me) if is_live(p)]
         if not left:
             return
         for signum in (signal.SIGTERM, signal.SIGKILL):
@@ -355,21 +355,12 @@ def _stop_leftovers(me: int) -> None:
             )
             while time.monotonic() < deadline:
                 _reap_all()
-                left = [p for p in _children(me) if _is_running(p)]
+                left = [p for p in _children(me) if is_live(p)]
                 if not left:
                     break
                 time.sleep(0.05)
             if not left:
                 break
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
 def _record(records: Path | None, engine: int, flow_run_id: str) -> None:
