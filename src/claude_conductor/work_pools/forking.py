@@ -532,7 +532,8 @@ class ForkStarter:
             "stream_output": self._stream_output,
             "related": self._related,  # for the run's events (``related.seed``)
             # The run as the worker left it (Pending): the engine starts from it instead of
-            # reading it again (Prefect's engine re-reads it before the flow begins).
+            # reading it first (it reads the run again itself, as Prefect's engine does,
+            # before the flow begins, so the flow sees the server's current run).
             "flow_run": flow_run.model_dump(mode="json"),
         }
         sock = await self._forkserver.fork(request)
