@@ -62,6 +62,7 @@ from prefect.workers.process import (
 from pydantic import Field
 
 from claude_conductor.settings import load_settings
+from claude_conductor.system import processes
 from claude_conductor.system.hardening import make_undumpable
 from claude_conductor.work_pools import forking
 from claude_conductor.work_pools.pools import busy_filter
@@ -175,20 +176,16 @@ def _local_pid(infrastructure_pid: str | None, host: str) -> int | None:
 
 def _alive_since(pid: int, since: float | None) -> bool:
     """``pid`` runs and was started no later than ``since`` (epoch seconds): not a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[0] == b"Z":
+    if not processes.is_live(pid):
         return False
     if since is None:
         return True
+    ticks = processes.process_start_ticks(pid)
+    if ticks is None:
+        return False
     with open("/proc/stat", "rb") as fh:
         boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime"))
-    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    return started <= since + 2
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 2
 
 
 T = TypeVar("T")
